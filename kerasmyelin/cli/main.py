@@ -1,0 +1,50 @@
+"""The ``kerasmyelin`` command: one subcommand per stage of the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from kerasmyelin import __version__
+from kerasmyelin.cli import prepare_cmd, synth_cmd
+from kerasmyelin.errors import KerasMyelinError
+
+COMMANDS = (synth_cmd, prepare_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kerasmyelin",
+        description="Estimate infant myelination age from T1w and T2w MRI (after Wada et al. 2019).",
+        epilog="Run 'kerasmyelin COMMAND --help' for a command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"kerasmyelin {__version__}")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="how much to log (default: WARNING)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in COMMANDS:
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP, epilog=module.EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except KerasMyelinError as exc:
+        print(f"kerasmyelin {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kerasmyelin {args.command}: interrupted; nothing was left half-written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

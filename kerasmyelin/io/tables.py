@@ -1,0 +1,58 @@
+"""Strict readers for the tab-separated tables kerasmyelin reads (participants, slice levels)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+from kerasmyelin.errors import InputError
+
+
+def read_tsv(path: str | os.PathLike, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a TSV file as dicts, checking the header and unique ``participant_id``.
+
+    Raises:
+        InputError: naming the file (and line) for a missing file, missing columns, ragged
+            rows or duplicate participant ids.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh, delimiter="\t")
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InputError("file is empty", path) from None
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise InputError(f"missing column(s) {', '.join(missing)} (found: {', '.join(header)})", path)
+        rows, seen = [], set()
+        for lineno, fields in enumerate(reader, start=2):
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                raise InputError(f"line {lineno} has {len(fields)} fields, the header has {len(header)}", path)
+            row = dict(zip(header, (f.strip() for f in fields)))
+            pid = row.get("participant_id")
+            if pid is not None:
+                if pid in seen:
+                    raise InputError(f"line {lineno}: participant_id {pid!r} appears twice", path)
+                seen.add(pid)
+            rows.append(row)
+    return rows
+
+
+def parse_number(row: dict[str, str], column: str, path, *, integer: bool = False) -> float | int:
+    """A finite number from one cell, or InputError naming the file, participant and column."""
+    text = row.get(column, "")
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise InputError(f"{row.get('participant_id', '?')}: {column} {text!r} is not a "
+                         f"{'whole number' if integer else 'number'}", path) from None
+    if not integer and not math.isfinite(value):
+        raise InputError(f"{row.get('participant_id', '?')}: {column} is {text!r}", path)
+    return value

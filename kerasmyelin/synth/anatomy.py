@@ -1,0 +1,199 @@
+"""The reference anatomy every synthetic infant is built from.
+
+Grey matter, white matter and brain outline come from the ICBM 2009a symmetric MNI152 template
+and its tissue probability maps, bundled in the nilearn wheel (nothing is downloaded). Around
+the skull-stripped brain we add the layers a clinical head scan shows: extra-axial CSF (wide in
+infants), skull and scalp. Each white-matter voxel gets the ages at which it turns T1-bright and
+T2-dark (``milestones.py``) and, from those, the delays that drive its relaxation times
+(``maturation.py``). This is built once per process and shared by every subject.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from kerasmyelin.synth import milestones as ms
+
+TISSUES: tuple[str, ...] = ("wm", "gm", "csf", "skull", "scalp")
+# Layer outer radii in adult-MNI mm beyond the brain surface; scaled with the brain later.
+EXTRA_AXIAL_CSF_MM = 3.0
+SKULL_MM = 7.0
+SCALP_MM = 13.0
+_PAD_MM = 16.0  # room for the layers; the template's brainstem touches its lower edge
+
+
+@dataclass
+class Anatomy:
+    """Tissue maps on a regular grid in MNI152 mm.
+
+    Attributes:
+        affine: 4x4 voxel -> MNI mm.
+        res_mm: voxel size in mm (isotropic).
+        fractions: tissue name -> (X, Y, Z) float32 volume fraction in [0, 1].
+        t1_mid, t2_mid: (X, Y, Z) float32 age in months at which the white matter there turns
+            T1-bright / T2-dark in a typical infant (meaningful where white matter is present).
+        wm_index: flat indices of voxels with white matter, where maturation is computed.
+        depth_mm: (X, Y, Z) float32 depth below the cortex of white matter (adult scale).
+    """
+
+    affine: np.ndarray
+    res_mm: float
+    fractions: dict[str, np.ndarray]
+    t1_mid: np.ndarray
+    t2_mid: np.ndarray
+    wm_index: np.ndarray
+    depth_mm: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.fractions["wm"].shape
+
+    def world_coordinates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """MNI mm coordinate of each grid axis (the grid is axis-aligned)."""
+        return tuple(self.affine[i, 3] + self.affine[i, i] * np.arange(n, dtype=np.float32)
+                     for i, n in enumerate(self.shape))
+
+    def head_bounding_box_mm(self) -> np.ndarray:
+        """(2, 3) array: lowest and highest MNI mm corner of everything that is not background."""
+        occupied = self.fractions["scalp"] + self.fractions["skull"] > 0.01
+        lo, hi = [], []
+        for axis in range(3):
+            other = tuple(a for a in range(3) if a != axis)
+            idx = np.nonzero(occupied.any(axis=other))[0]
+            lo.append(idx[0])
+            hi.append(idx[-1])
+        corners = np.array([lo, hi], dtype=np.float64)
+        return corners * np.diag(self.affine)[:3] + self.affine[:3, 3]
+
+
+def _mni_file(name: str) -> str:
+    # find_spec locates the wheel without importing nilearn (which pulls in pandas and sklearn).
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("nilearn is not installed; it bundles the MNI152 template the "
+                                "synthetic cohort is built from (pip install nilearn)")
+    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data",
+                        f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: the MNI152 template that nilearn bundles is missing; "
+                                "reinstall nilearn (pip install nilearn)")
+    return path
+
+
+def _load_mni(name: str) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    img = nib.load(_mni_file(name))
+    return np.asarray(img.dataobj, dtype=np.float32) / 255.0, img.affine
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _box_weight(coords, box, edge_mm: float = 3.0) -> np.ndarray:
+    """Soft membership of a box mirrored in x: 1 inside, falling to 0 over ``edge_mm``."""
+    w = None
+    for axis, (c, (lo, hi)) in enumerate(zip(coords, box)):
+        c = np.abs(c) if axis == 0 else c
+        wa = _smoothstep((c - lo) / edge_mm + 0.5) * _smoothstep((hi - c) / edge_mm + 0.5)
+        w = wa if w is None else w * wa
+    return w
+
+
+def _lobar_timing(coords, depth_mm: np.ndarray, attr: str) -> np.ndarray:
+    """Milestone age of lobar white matter from its position and depth."""
+    _, y, z = coords
+    frontal = _smoothstep((y - ms.Y_OCCIPITAL) / (ms.Y_FRONTAL - ms.Y_OCCIPITAL))
+    central = _smoothstep(depth_mm / ms.CENTRAL_DEPTH_MM)
+    central_mid = ((1 - frontal) * getattr(ms.CENTRAL_OCCIPITAL, attr)
+                   + frontal * getattr(ms.CENTRAL_FRONTAL, attr))
+    high = _smoothstep((z - ms.Z_CENTRUM) / 10.0 + 0.5)
+    central_mid = (1 - high) * central_mid + high * getattr(ms.CENTRUM_SEMIOVALE, attr)
+    peripheral_mid = ((1 - frontal) * getattr(ms.PERIPHERAL_OCCIPITAL, attr)
+                      + frontal * getattr(ms.PERIPHERAL_FRONTAL, attr))
+    return central * central_mid + (1 - central) * peripheral_mid
+
+
+def milestone_fields(coords, depth_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Typical T1-bright and T2-dark ages (months) at white-matter points.
+
+    Args:
+        coords: (x, y, z) arrays of MNI mm, all the same shape.
+        depth_mm: depth below the cortex at those points.
+
+    Returns:
+        (t1_mid, t2_mid), float32 arrays of the same shape.
+    """
+    out = []
+    for attr in ("t1_mid", "t2_mid"):
+        mid = _lobar_timing(coords, depth_mm, attr)
+        for tract in ms.COMPACT_TRACTS:
+            w = _box_weight(coords, tract.box)
+            mid = (1 - w) * mid + w * getattr(tract, attr)
+        if attr == "t2_mid":
+            w = _box_weight(coords, ms.TERMINAL_ZONE.box, edge_mm=6.0)
+            mid = (1 - w) * mid + w * ms.TERMINAL_ZONE.t2_mid
+        out.append(mid.astype(np.float32))
+    return out[0], out[1]
+
+
+@functools.lru_cache(maxsize=2)
+def build_anatomy(res_mm: float = 1.5) -> Anatomy:
+    """Build (once per process and resolution) the reference anatomy at ``res_mm`` mm."""
+    t1, affine = _load_mni("t1")
+    gm, _ = _load_mni("gm")
+    wm, _ = _load_mni("wm")
+    pad = int(round(_PAD_MM))
+    pads = ((pad, pad), (pad, pad), (pad + 8, pad))
+    t1, gm, wm = (np.pad(a, pads) for a in (t1, gm, wm))
+    origin = affine[:3, 3] - np.array([p[0] for p in pads], dtype=np.float64)
+
+    if res_mm != 1.0:
+        # Area-average before subsampling so thin cortex keeps its partial volume.
+        t1, gm, wm = (ndimage.zoom(ndimage.gaussian_filter(a, 0.4 * res_mm), 1.0 / res_mm,
+                                   order=1, prefilter=False) for a in (t1, gm, wm))
+    brain_f = np.clip(ndimage.gaussian_filter((t1 > 0.02).astype(np.float32), 0.5), 0, 1)
+    brain = ndimage.binary_fill_holes(brain_f > 0.5)
+    outside_mm = res_mm * ndimage.distance_transform_edt(~brain).astype(np.float32)
+    brain_f = brain.astype(np.float32)
+    wm = np.clip(np.minimum(wm, brain_f), 0, 1)
+    gm = np.clip(np.minimum(gm, brain_f - wm), 0, 1)
+    csf = np.clip(brain_f - gm - wm, 0.0, 1.0)
+    # Partial-volume ramps (one voxel wide) between the layers outside the brain.
+    ramp = lambda r: np.clip((r - outside_mm) / res_mm + 0.5, 0, 1)  # noqa: E731
+    outer_csf = ramp(EXTRA_AXIAL_CSF_MM) * (1 - brain_f)
+    skull = np.clip(ramp(SKULL_MM) - ramp(EXTRA_AXIAL_CSF_MM), 0, 1) * (1 - brain_f)
+    scalp = np.clip(ramp(SCALP_MM) - ramp(SKULL_MM), 0, 1) * (1 - brain_f)
+    csf = csf + outer_csf
+    depth_mm = res_mm * ndimage.distance_transform_edt(wm > 0.5).astype(np.float32)
+    fractions = {"wm": wm, "gm": gm, "csf": csf, "skull": skull, "scalp": scalp}
+    fractions = {k: np.clip(v, 0, 1).astype(np.float32) for k, v in fractions.items()}
+    new_affine = np.diag([res_mm, res_mm, res_mm, 1.0])
+    new_affine[:3, 3] = origin
+    shape = fractions["wm"].shape
+    axes = [origin[i] + res_mm * np.arange(n, dtype=np.float32) for i, n in enumerate(shape)]
+
+    wm_index = np.flatnonzero(fractions["wm"] > 0.01)
+    ijk = np.unravel_index(wm_index, shape)
+    coords = tuple(axes[i][ijk[i]] for i in range(3))
+    t1m, t2m = milestone_fields(coords, depth_mm.ravel()[wm_index])
+    # Smooth the timing maps (weighted by white matter) so regions blend without seams.
+    t1_mid = np.zeros(shape, np.float32)
+    t2_mid = np.zeros(shape, np.float32)
+    weight = np.zeros(shape, np.float32)
+    weight.ravel()[wm_index] = fractions["wm"].ravel()[wm_index]
+    t1_mid.ravel()[wm_index] = t1m * weight.ravel()[wm_index]
+    t2_mid.ravel()[wm_index] = t2m * weight.ravel()[wm_index]
+    sigma = 2.0 / res_mm
+    norm = ndimage.gaussian_filter(weight, sigma) + 1e-6
+    t1_mid = (ndimage.gaussian_filter(t1_mid, sigma) / norm).astype(np.float32)
+    t2_mid = (ndimage.gaussian_filter(t2_mid, sigma) / norm).astype(np.float32)
+    return Anatomy(new_affine, res_mm, fractions, t1_mid, t2_mid, wm_index, depth_mm)

@@ -1,0 +1,147 @@
+"""Who is in the synthetic cohort: demographics, maturation and head geometry per infant.
+
+The defaults mirror the cohort of Wada et al. 2019 (``shared/reference/myelination.md``
+section 3): 119 infants, 40 boys and 79 girls, corrected age -1.71 to 23.54 months, 95 scanned
+at 3 T (Philips) and 24 at 1.5 T (Siemens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from kerasmyelin.synth.growth import LOG_SD, SEX_FACTOR, brain_volume_ml
+from kerasmyelin.synth.relaxation import check_field_strength
+from kerasmyelin.synth.sequences import SCANNERS
+
+WEEKS_PER_MONTH = 365.25 / 12 / 7  # 4.348
+
+
+@dataclass(frozen=True)
+class CohortConfig:
+    """How to draw a cohort.
+
+    Attributes:
+        subjects: number of infants (> 0).
+        seed: the one seed everything random derives from.
+        age_range_months: lowest and highest corrected age.
+        fraction_boys: share of boys (paper: 40 of 119).
+        field_strengths: field strengths used, in tesla.
+        fraction_low_field: share scanned at the lowest field strength (paper: 24 of 119 at 1.5 T).
+        maturation_rate_sd: standard deviation of log maturation rate between infants.
+        maturation_offset_sd: months; an age-independent lead or lag of each infant.
+        regional_jitter_months: amplitude of each infant's smooth regional timing deviations.
+        motion_fraction: share of infants whose scans show mild motion ghosting.
+    """
+
+    subjects: int = 119
+    seed: int = 0
+    age_range_months: tuple[float, float] = (-1.71, 23.54)
+    fraction_boys: float = 40 / 119
+    field_strengths: tuple[float, ...] = (3.0, 1.5)
+    fraction_low_field: float = 24 / 119
+    maturation_rate_sd: float = 0.07
+    maturation_offset_sd: float = 0.3
+    regional_jitter_months: float = 0.5
+    motion_fraction: float = 0.1
+
+    def __post_init__(self):
+        if isinstance(self.subjects, bool) or not isinstance(self.subjects, (int, np.integer)) or self.subjects <= 0:
+            raise ValueError(f"subjects must be a positive whole number, got {self.subjects!r}")
+        for fs in self.field_strengths:
+            check_field_strength(fs)
+        lo, hi = self.age_range_months
+        if not lo < hi:
+            raise ValueError(f"age_range_months must be increasing, got {self.age_range_months}")
+
+
+@dataclass(frozen=True)
+class SubjectSpec:
+    """One synthetic infant. Ages in months after term (corrected) unless named otherwise."""
+
+    participant_id: str
+    sex: str
+    gestational_age_weeks: float
+    chronological_age_months: float
+    age_months: float
+    myelination_age_months: float
+    maturation_rate: float
+    field_strength: float
+    brain_volume_ml: float
+    scale_anisotropy: tuple[float, float, float]
+    rotation_deg: tuple[float, float, float]  # pitch (about x), roll (about y), yaw (about z)
+    translation_mm: tuple[float, float, float]
+    regional_jitter_months: float
+    motion: bool
+    seed: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def manufacturer(self) -> str:
+        return SCANNERS[self.field_strength].manufacturer
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+def _gestational_age(rng: np.random.Generator, corrected: float) -> float:
+    """Weeks of gestation at birth, consistent with being born before the scan."""
+    # Being born needs chronological age >= ~1 week: GA <= 40 + 4.35 * corrected - 1.
+    latest = min(42.0, 40.0 + WEEKS_PER_MONTH * corrected - 1.0)
+    if latest < 37.0 or rng.random() < 0.25:  # a quarter preterm, as in clinical cohorts
+        return float(rng.uniform(max(24.0, min(latest, 36.9) - 8.0), min(latest, 36.9)))
+    return float(rng.uniform(37.0, latest))
+
+
+def draw_cohort(config: CohortConfig) -> list[SubjectSpec]:
+    """Draw every infant of a cohort; the same config always gives the same infants."""
+    n = int(config.subjects)
+    root = np.random.SeedSequence(config.seed)
+    rng = np.random.default_rng(root.spawn(1)[0])
+    lo, hi = config.age_range_months
+    # Stratified ages fill the range evenly; the extremes are those of the paper's cohort.
+    ages = lo + (hi - lo) * (np.arange(n) + rng.uniform(0.1, 0.9, n)) / n
+    if n >= 2:
+        ages[0], ages[-1] = lo, hi
+    ages = rng.permutation(ages)
+    n_boys = int(round(n * config.fraction_boys))
+    sexes = rng.permutation(["M"] * n_boys + ["F"] * (n - n_boys))
+    low = min(config.field_strengths)
+    n_low = int(round(n * config.fraction_low_field)) if len(config.field_strengths) > 1 else 0
+    high = max(config.field_strengths)
+    fields = rng.permutation([low] * n_low + [high] * (n - n_low))
+    seeds = [int(s.generate_state(1)[0]) for s in root.spawn(n + 1)[1:]]
+
+    cohort = []
+    for i in range(n):
+        srng = np.random.default_rng(seeds[i])
+        age = float(round(ages[i], 2))
+        ga = round(_gestational_age(srng, age), 1)
+        chronological = round(age + (40.0 - ga) / WEEKS_PER_MONTH, 2)
+        rate = float(np.exp(srng.normal(0.0, config.maturation_rate_sd)))
+        # Myelination age: the age a typical infant's brain would look this one's.
+        myelination_age = age * rate + srng.normal(0.0, config.maturation_offset_sd)
+        volume = float(brain_volume_ml(age) * SEX_FACTOR[sexes[i]] * np.exp(srng.normal(0.0, 0.8 * LOG_SD)))
+        aniso = np.exp(srng.normal(0.0, 0.03, 3))
+        aniso = aniso / np.prod(aniso) ** (1 / 3)
+        rotation = (np.clip(srng.normal(0, 5), -12, 12), np.clip(srng.normal(0, 3), -8, 8),
+                    np.clip(srng.normal(0, 3), -8, 8))
+        cohort.append(SubjectSpec(
+            participant_id=f"sub-{i + 1:03d}",
+            sex=str(sexes[i]),
+            gestational_age_weeks=ga,
+            chronological_age_months=chronological,
+            age_months=age,
+            myelination_age_months=round(float(myelination_age), 3),
+            maturation_rate=round(rate, 4),
+            field_strength=float(fields[i]),
+            brain_volume_ml=round(volume, 1),
+            scale_anisotropy=tuple(round(float(a), 4) for a in aniso),
+            rotation_deg=tuple(round(float(r), 2) for r in rotation),
+            translation_mm=tuple(round(float(t), 2) for t in srng.normal(0, 4, 3)),
+            regional_jitter_months=config.regional_jitter_months,
+            motion=bool(srng.random() < config.motion_fraction),
+            seed=int(srng.integers(2**31)),
+        ))
+    return cohort

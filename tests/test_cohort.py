@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from kerasmyelin.synth.cohort import WEEKS_PER_MONTH, CohortConfig, draw_cohort
+from kerasmyelin.synth.oracle import oracle_floor
+
+
+def test_defaults_mirror_the_paper_cohort():
+    c = draw_cohort(CohortConfig())
+    assert len(c) == 119
+    assert sum(s.sex == "M" for s in c) == 40
+    assert sum(s.field_strength == 3.0 for s in c) == 95
+    assert {s.manufacturer for s in c if s.field_strength == 1.5} == {"Siemens"}
+    ages = [s.age_months for s in c]
+    assert min(ages) == pytest.approx(-1.71) and max(ages) == pytest.approx(23.54)
+    assert len({s.participant_id for s in c}) == 119
+
+
+def test_corrected_age_follows_gestation():
+    for s in draw_cohort(CohortConfig(subjects=60, seed=4)):
+        assert s.chronological_age_months >= 0
+        expected = s.chronological_age_months - (40 - s.gestational_age_weeks) / WEEKS_PER_MONTH
+        assert s.age_months == pytest.approx(expected, abs=0.02)
+
+
+def test_same_seed_same_infants_other_seed_others():
+    a = draw_cohort(CohortConfig(subjects=10, seed=1))
+    b = draw_cohort(CohortConfig(subjects=10, seed=1))
+    c = draw_cohort(CohortConfig(subjects=10, seed=2))
+    assert a == b
+    assert [s.myelination_age_months for s in a] != [s.myelination_age_months for s in c]
+
+
+def test_oracle_floor_is_small_but_not_zero():
+    c = draw_cohort(CohortConfig())
+    floor = oracle_floor([s.age_months for s in c], [s.myelination_age_months for s in c])
+    # Individual pace makes age unreadable to within ~half a month or better, yet far below the
+    # paper's 1.34 months ensemble error.
+    assert 0.3 < floor["mae"] < 1.2 and floor["pearson_r"] > 0.95
+
+
+def test_maturation_spread_grows_with_age():
+    c = draw_cohort(CohortConfig(subjects=400, seed=5))
+    a = np.array([s.age_months for s in c])
+    err = np.abs(np.array([s.myelination_age_months for s in c]) - a)
+    assert err[a > 16].mean() > err[a < 4].mean()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"subjects": 0}, "positive"), ({"subjects": -3}, "positive"), ({"subjects": 2.5}, "positive"),
+    ({"field_strengths": (3.0, 7.0)}, "unknown field strength"), ({"age_range_months": (5, 1)}, "increasing"),
+])
+def test_bad_config_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CohortConfig(**kwargs)

@@ -1,0 +1,57 @@
+"""Signal equations against hand-computed values, and the contrast facts they must reproduce."""
+
+import math
+
+import numpy as np
+import pytest
+
+from kerasmyelin.synth.relaxation import check_field_strength, tissue_parameters
+from kerasmyelin.synth.sequences import PHILIPS_ACHIEVA_3T, SIEMENS_AVANTO_15T, Sequence
+
+
+@pytest.mark.parametrize("seq,t1,t2,pd,expected", [
+    # turbo spin echo: PD (1 - e^-TR/T1) e^-TE/T2
+    (Sequence("turbo_spin_echo", "tse", tr=4000, te=80), 1000.0, 100.0, 1.0,
+     (1 - math.exp(-4.0)) * math.exp(-0.8)),
+    # inversion recovery: PD |1 - 2 e^-TI/T1 + e^-TR/T1| e^-TE/T2
+    (Sequence("inversion_recovery", "ir", tr=2155, te=10, ti=1000), 800.0, 80.0, 0.7,
+     0.7 * abs(1 - 2 * math.exp(-1000 / 800) + math.exp(-2155 / 800)) * math.exp(-10 / 80)),
+    # spin echo with 90 degree excitation: PD (1 - 2 e^-(TR-TE/2)/T1 + e^-TR/T1) e^-TE/T2
+    (Sequence("spin_echo", "se", tr=530, te=11, flip_angle=90), 900.0, 100.0, 0.8,
+     0.8 * (1 - 2 * math.exp(-524.5 / 900) + math.exp(-530 / 900)) * math.exp(-0.11)),
+])
+def test_signal_equations(seq, t1, t2, pd, expected):
+    assert float(seq.signal(np.float32(t1), np.float32(t2), np.float32(pd))) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("scanner", [SIEMENS_AVANTO_15T, PHILIPS_ACHIEVA_3T])
+def test_neonatal_and_mature_contrast(scanner):
+    fs = scanner.field_strength
+    unmyelinated = tissue_parameters("wm", fs, np.float32(-20), np.float32(-20))
+    mature = tissue_parameters("wm", fs, np.float32(60), np.float32(60))
+    cortex_newborn = tissue_parameters("gm", fs, np.float32(0), np.float32(0))
+    cortex_adult = tissue_parameters("gm", fs, np.float32(60), np.float32(60))
+    # Newborn: white matter darker than cortex on T1w, brighter on T2w; mature: the reverse.
+    assert scanner.t1w.signal(*unmyelinated) < scanner.t1w.signal(*cortex_newborn)
+    assert scanner.t2w.signal(*unmyelinated) > scanner.t2w.signal(*cortex_newborn)
+    assert scanner.t1w.signal(*mature) > scanner.t1w.signal(*cortex_adult)
+    assert scanner.t2w.signal(*mature) < scanner.t2w.signal(*cortex_adult)
+
+
+def test_relaxation_falls_monotonically_with_maturation():
+    t = np.linspace(-5, 40, 30, dtype=np.float32)
+    t1, t2, pd = tissue_parameters("wm", 3.0, t, t)
+    assert np.all(np.diff(t1) < 0) and np.all(np.diff(t2) < 0) and np.all(np.diff(pd) < 0)
+    assert t1[0] == pytest.approx(3300, rel=0.01) and t1[-1] == pytest.approx(830, rel=0.05)
+
+
+def test_field_strengths_differ_in_t1():
+    a = tissue_parameters("wm", 1.5, np.float32(0), np.float32(0))[0]
+    b = tissue_parameters("wm", 3.0, np.float32(0), np.float32(0))[0]
+    assert b > a
+
+
+@pytest.mark.parametrize("bad", [7.0, 0, -1.5, 2.9])
+def test_unknown_field_strength_is_refused(bad):
+    with pytest.raises(ValueError, match="unknown field strength"):
+        check_field_strength(bad)
