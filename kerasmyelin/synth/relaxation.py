@@ -31,10 +31,9 @@ class TissueRelaxation:
     pd_adult: float
 
 
-# Months: the e-folding times of the approach from neonatal to adult values.
-TAU_T1_MONTHS = 5.0
-TAU_T2_MONTHS = 9.0
-TAU_PD_MONTHS = 9.0
+# Months: the e-folding times of the approach from neonatal to adult values, (T1, T2, PD).
+# Cortex changes less and more slowly than white matter (Deoni 2012; Leppert 2009).
+TAU_MONTHS = {"wm": (5.0, 9.0, 9.0), "gm": (12.0, 15.0, 15.0)}
 # Smoothing width (months) of the onset of a region's maturation (a softplus knee).
 ONSET_WIDTH_MONTHS = 1.0
 
@@ -95,7 +94,8 @@ def tissue_parameters(
     table = {"wm": _WHITE, "gm": _GREY}[tissue][check_field_strength(field_strength)]
     m1 = softplus(t1_time)
     m2 = softplus(t2_time)
-    t1 = _approach(table.t1_neonatal, table.t1_adult, m1, TAU_T1_MONTHS)
-    t2 = _approach(table.t2_neonatal, table.t2_adult, m2, TAU_T2_MONTHS)
-    pd = _approach(table.pd_neonatal, table.pd_adult, m2, TAU_PD_MONTHS)
+    tau_t1, tau_t2, tau_pd = TAU_MONTHS[tissue]
+    t1 = _approach(table.t1_neonatal, table.t1_adult, m1, tau_t1)
+    t2 = _approach(table.t2_neonatal, table.t2_adult, m2, tau_t2)
+    pd = _approach(table.pd_neonatal, table.pd_adult, m2, tau_pd)
     return t1, t2, pd

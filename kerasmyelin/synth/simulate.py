@@ -11,7 +11,6 @@ scaling.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +18,11 @@ import scipy.fft
 from scipy import ndimage
 
 from kerasmyelin.levels import LEVELS
-from kerasmyelin.synth.anatomy import Anatomy, build_anatomy
 from kerasmyelin.synth.cohort import SubjectSpec
-from kerasmyelin.synth.maturation import delays_for, grey_matter_times
+from kerasmyelin.synth.maturation import grey_matter_times
 from kerasmyelin.synth.relaxation import CONSTANT_TISSUES, SCALP_FAT_FRACTION, tissue_parameters
 from kerasmyelin.synth.sequences import SCANNERS, Scanner
+from kerasmyelin.synth.tissue_model import TissueModel, tissue_model
 
 # The MNI152 brain-mask volume (mL) the infant volume is scaled against (measured on the
 # template nilearn bundles, CSF included, like the infant brain masks of growth.py).
@@ -51,20 +50,9 @@ class Scan:
     truth: dict | None = None
 
 
-@functools.lru_cache(maxsize=2)
-def _white_matter_model(res_mm: float):
-    anat = build_anatomy(res_mm)
-    shape = anat.shape
-    d1, d2 = delays_for(anat.t1_mid.ravel()[anat.wm_index], anat.t2_mid.ravel()[anat.wm_index])
-    ijk = np.unravel_index(anat.wm_index, shape)
-    axes = anat.world_coordinates()
-    coords = np.stack([axes[i][ijk[i]] for i in range(3)]).astype(np.float32)
-    return d1, d2, coords
-
-
 def warm_up(res_mm: float = 1.5) -> None:
-    """Build the shared anatomy and white-matter model now (before forking workers)."""
-    _white_matter_model(res_mm)
+    """Load or build the shared tissue model now (before forking workers)."""
+    tissue_model(res_mm)
 
 
 def rotation_matrix(pitch_deg: float, roll_deg: float, yaw_deg: float) -> np.ndarray:
@@ -141,9 +129,9 @@ class _Warp:
         return self.rotation @ u + self.translation[:, None]
 
 
-def _signal_volumes(anat: Anatomy, spec: SubjectSpec, scanner: Scanner, rng) -> list[np.ndarray]:
+def _signal_volumes(anat: TissueModel, spec: SubjectSpec, scanner: Scanner, rng) -> list[np.ndarray]:
     """Noise-free T1w and T2w signal on the anatomy grid for this infant's maturation."""
-    d1, d2, coords = _white_matter_model(anat.res_mm)
+    d1, d2, coords = anat.d1, anat.d2, anat.wm_coords
     m = np.float32(spec.myelination_age_months)
     # The infant's own smooth regional deviations from the typical timing.
     k = rng.normal(size=(2, 3))
@@ -213,10 +201,10 @@ def simulate_subject(spec: SubjectSpec, *, res_mm: float = 1.5, with_truth: bool
     Returns:
         A ``Scan``: int16 volumes of shape (recon, recon, slices) in RAS voxel order.
     """
-    anat = build_anatomy(res_mm)
+    anat = tissue_model(res_mm)
     scanner = SCANNERS[spec.field_strength]
     rng = np.random.default_rng(spec.seed)
-    bbox = anat.head_bounding_box_mm()
+    bbox = anat.head_bbox_mm
     warp = _Warp(spec, centre_mni=bbox.mean(axis=0), rng=rng)
     signals = _signal_volumes(anat, spec, scanner, rng)
 

@@ -1,0 +1,113 @@
+"""What the simulator needs from the reference anatomy, built once and cached on disk.
+
+Building the anatomy (template loading, resampling, distance maps, milestone fields, delay
+solving) takes several seconds; every synthetic infant then reuses it. The result is stored in
+the user's cache folder (``$KERASMYELIN_CACHE_DIR``, default ``~/.cache/kerasmyelin``) under a
+key that changes whenever the code or the template it derives from changes, so a stale cache
+is never used. Fractions are rounded to float16 whether or not they come from the cache, so a
+cohort is byte-identical either way.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kerasmyelin import __version__
+from kerasmyelin.synth import anatomy, maturation, milestones, relaxation, sequences
+
+log = logging.getLogger(__name__)
+_FRACTIONS = anatomy.TISSUES
+
+
+@dataclass
+class TissueModel:
+    """Tissue fractions on the anatomy grid and the white-matter maturation delays.
+
+    Attributes:
+        affine: 4x4 voxel -> MNI mm of the grid.
+        res_mm: grid spacing.
+        fractions: tissue -> (X, Y, Z) float32.
+        wm_index: flat indices of white-matter voxels.
+        d1, d2: delays (months) of the T1 and T2 processes at those voxels.
+        wm_coords: (3, N) MNI mm of those voxels.
+        head_bbox_mm: (2, 3) lowest and highest MNI corner of the head.
+    """
+
+    affine: np.ndarray
+    res_mm: float
+    fractions: dict[str, np.ndarray]
+    wm_index: np.ndarray
+    d1: np.ndarray
+    d2: np.ndarray
+    wm_coords: np.ndarray
+    head_bbox_mm: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.fractions["wm"].shape
+
+
+def _build(res_mm: float) -> TissueModel:
+    anat = anatomy.build_anatomy(res_mm)
+    d1, d2 = maturation.delays_for(anat.t1_mid.ravel()[anat.wm_index], anat.t2_mid.ravel()[anat.wm_index])
+    ijk = np.unravel_index(anat.wm_index, anat.shape)
+    axes = anat.world_coordinates()
+    coords = np.stack([axes[i][ijk[i]] for i in range(3)]).astype(np.float32)
+    fractions = {k: v.astype(np.float16).astype(np.float32) for k, v in anat.fractions.items()}
+    return TissueModel(anat.affine, res_mm, fractions, anat.wm_index, d1, d2, coords, anat.head_bounding_box_mm())
+
+
+def _cache_key(res_mm: float) -> str:
+    h = hashlib.sha256(f"{__version__}|{res_mm}|{np.__version__}".encode())
+    for module in (anatomy, maturation, milestones, relaxation, sequences):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    for name in ("t1", "gm", "wm"):
+        h.update(str(os.path.getsize(anatomy._mni_file(name))).encode())
+    return h.hexdigest()[:20]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KERASMYELIN_CACHE_DIR", Path.home() / ".cache" / "kerasmyelin"))
+
+
+def _save(model: TissueModel, path: Path) -> None:
+    from kerasmyelin.io.atomic import write_bytes_atomic
+
+    buf = io.BytesIO()
+    np.savez(buf, affine=model.affine, res_mm=model.res_mm, wm_index=model.wm_index, d1=model.d1, d2=model.d2,
+             wm_coords=model.wm_coords, head_bbox_mm=model.head_bbox_mm,
+             **{f"fraction_{k}": v.astype(np.float16) for k, v in model.fractions.items()})
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def _load(path: Path) -> TissueModel:
+    with np.load(path, allow_pickle=False) as z:
+        return TissueModel(z["affine"], float(z["res_mm"]),
+                           {k: z[f"fraction_{k}"].astype(np.float32) for k in _FRACTIONS},
+                           z["wm_index"], z["d1"], z["d2"], z["wm_coords"], z["head_bbox_mm"])
+
+
+@functools.lru_cache(maxsize=2)
+def tissue_model(res_mm: float = 1.5) -> TissueModel:
+    """The tissue model at ``res_mm``: from memory, else the disk cache, else built (and cached)."""
+    path = cache_dir() / f"tissue-model-{_cache_key(res_mm)}.npz"
+    if path.exists():
+        try:
+            return _load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring unreadable tissue-model cache %s (%s); rebuilding", path, exc)
+    model = _build(res_mm)
+    try:
+        _save(model, path)
+    except OSError as exc:
+        log.warning("could not cache the tissue model at %s (%s); it will be rebuilt next time", path, exc)
+    return model

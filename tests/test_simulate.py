@@ -1,0 +1,86 @@
+"""Properties of one simulated scan: noise statistics, motion ghosts, scanners, maturation."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from kerasmyelin.synth.simulate import _Warp, simulate_subject
+from kerasmyelin.validation.synthetic_ratios import typical_infant, wm_gm_ratios
+
+
+@pytest.fixture(scope="module")
+def infant():
+    return typical_infant(6.0, field_strength=1.5)  # 256 matrix: quick
+
+
+def _background(volume):
+    # Corners of the middle slice are air outside the head.
+    k = volume.shape[2] // 2
+    n = volume.shape[0] // 8
+    return np.concatenate([volume[:n, :n, k].ravel(), volume[-n:, :n, k].ravel()]).astype(np.float64)
+
+
+def test_background_noise_is_rician(infant):
+    bg = _background(simulate_subject(infant).t2w)
+    assert bg.min() >= 0 and bg.mean() > 0
+    # Pure-noise magnitude is Rayleigh: mean / std = sqrt(pi / 2) / sqrt(2 - pi / 2) = 1.91.
+    assert 1.7 < bg.mean() / bg.std() < 2.15
+
+
+def test_motion_adds_ghosts_along_phase_encoding(infant):
+    still = simulate_subject(infant).t1w.astype(np.float64)
+    moving = simulate_subject(replace(infant, motion=True)).t1w.astype(np.float64)
+    k = still.shape[2] // 2
+    n = still.shape[0]
+    # A ghost is a copy shifted half a field of view along axis 1 (antero-posterior).
+    band = (slice(n // 3, 2 * n // 3), slice(0, n // 10), k)
+    # Noise alone differs between the two by a few per cent; a ghost adds tens of per cent.
+    assert moving[band].mean() > 1.2 * still[band].mean()
+
+
+def test_same_seed_same_scan_other_seed_other_noise(infant):
+    a, b = simulate_subject(infant), simulate_subject(infant)
+    c = simulate_subject(replace(infant, seed=infant.seed + 1))
+    np.testing.assert_array_equal(a.t1w, b.t1w)
+    assert not np.array_equal(a.t1w, c.t1w)
+
+
+def test_warp_round_trip(infant):
+    warp = _Warp(replace(infant, rotation_deg=(10.0, -4.0, 6.0), translation_mm=(3.0, -5.0, 8.0)),
+                 np.array([0.0, -18.0, 5.0]), np.random.default_rng(0))
+    mni = np.array([[0.0, -28.0, -30.0], [20.0, 10.0, 52.0]]).T
+    np.testing.assert_allclose(warp.to_mni(warp.to_world(mni).astype(np.float32)), mni, atol=1e-3)
+
+
+@pytest.mark.parametrize("field_strength", [1.5, 3.0])
+def test_white_matter_contrast_develops_with_age(field_strength):
+    young = wm_gm_ratios(typical_infant(0.0, field_strength))
+    older = wm_gm_ratios(typical_infant(18.0, field_strength))
+    for level in ("c", "d"):
+        # Newborn white matter is T1-dark and T2-bright relative to cortex; at 18 months, the reverse.
+        assert young[("T1w", level)] < 1 < older[("T1w", level)]
+        assert young[("T2w", level)] > 1 > older[("T2w", level)]
+
+
+def test_scanners_show_different_contrast():
+    low = wm_gm_ratios(typical_infant(12.0, 1.5))
+    high = wm_gm_ratios(typical_infant(12.0, 3.0))
+    # Inversion recovery at 3 T separates myelinated white matter from cortex far more than
+    # the 1.5 T spin echo does.
+    assert high[("T1w", "d")] > low[("T1w", "d")] + 0.1
+
+
+def test_tissue_model_cache_round_trip(tmp_path, monkeypatch):
+    from kerasmyelin.synth import tissue_model as tm
+
+    monkeypatch.setenv("KERASMYELIN_CACHE_DIR", str(tmp_path))
+    built = tm._build(1.5)
+    path = tmp_path / "model.npz"
+    tm._save(built, path)
+    loaded = tm._load(path)
+    for name in built.fractions:
+        np.testing.assert_array_equal(built.fractions[name], loaded.fractions[name])
+    np.testing.assert_array_equal(built.d1, loaded.d1)
+    np.testing.assert_array_equal(built.wm_coords, loaded.wm_coords)
+    assert oct(path.stat().st_mode & 0o777) != "0o600"
