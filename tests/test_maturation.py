@@ -5,16 +5,16 @@ import pytest
 
 from kerasmyelin.synth import milestones as ms
 from kerasmyelin.synth.anatomy import milestone_fields
-from kerasmyelin.synth.maturation import solve_delays, wm_gm_signal_ratio
+from kerasmyelin.synth.maturation import solve_rates, wm_gm_signal_ratio
 from kerasmyelin.synth.sequences import PHILIPS_ACHIEVA_3T, SIEMENS_AVANTO_15T
 
 
 @pytest.mark.parametrize("c1,c2", [(-1.0, 0.0), (2.5, 9.0), (5.0, 13.0), (9.0, 16.0)])
 def test_crossings_happen_at_the_milestone_ages(c1, c2):
-    d1, d2 = solve_delays(np.array([c1]), np.array([c2]))
+    k1, k2 = solve_rates(np.array([c1]), np.array([c2]))
     s = SIEMENS_AVANTO_15T
-    t1w = lambda m: wm_gm_signal_ratio(s.t1w, 1.5, m, d1, d2)[0]  # noqa: E731
-    t2w = lambda m: wm_gm_signal_ratio(s.t2w, 1.5, m, d1, d2)[0]  # noqa: E731
+    t1w = lambda m: wm_gm_signal_ratio(s.t1w, 1.5, m, k1, k2)[0]  # noqa: E731
+    t2w = lambda m: wm_gm_signal_ratio(s.t2w, 1.5, m, k1, k2)[0]  # noqa: E731
     assert t1w(c1) == pytest.approx(1.0, abs=1e-3) and t2w(c2) == pytest.approx(1.0, abs=1e-3)
     # Before the milestone white matter is darker on T1w / brighter on T2w than cortex; after, the reverse.
     assert t1w(c1 - 2) < 1 < t1w(c1 + 2)
@@ -49,6 +49,6 @@ def test_gradients_caudal_rostral_posterior_anterior_central_peripheral():
 def test_terminal_zone_stays_t2_bright_at_two_years():
     t1m, t2m = _field_at(30, -38, 14, 8)
     assert t2m > 20
-    d1, d2 = solve_delays(np.array([t1m]), np.array([t2m]))
-    ratio = wm_gm_signal_ratio(PHILIPS_ACHIEVA_3T.t2w, 3.0, 24.0, d1, d2)[0]
+    k1, k2 = solve_rates(np.array([t1m]), np.array([t2m]))
+    ratio = wm_gm_signal_ratio(PHILIPS_ACHIEVA_3T.t2w, 3.0, 24.0, k1, k2)[0]
     assert ratio > 1.0

@@ -81,6 +81,6 @@ def test_tissue_model_cache_round_trip(tmp_path, monkeypatch):
     loaded = tm._load(path)
     for name in built.fractions:
         np.testing.assert_array_equal(built.fractions[name], loaded.fractions[name])
-    np.testing.assert_array_equal(built.d1, loaded.d1)
+    np.testing.assert_array_equal(built.k1, loaded.k1)
     np.testing.assert_array_equal(built.wm_coords, loaded.wm_coords)
     assert oct(path.stat().st_mode & 0o777) != "0o600"

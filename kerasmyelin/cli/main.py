@@ -7,10 +7,10 @@ import logging
 import sys
 
 from kerasmyelin import __version__
-from kerasmyelin.cli import prepare_cmd, synth_cmd
+from kerasmyelin.cli import prepare_cmd, synth_cmd, validate_cmd
 from kerasmyelin.errors import KerasMyelinError
 
-COMMANDS = (synth_cmd, prepare_cmd)
+COMMANDS = (synth_cmd, prepare_cmd, validate_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

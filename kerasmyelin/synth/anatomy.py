@@ -98,14 +98,20 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3.0 - 2.0 * x)
 
 
-def _box_weight(coords, box, edge_mm: float = 3.0) -> np.ndarray:
-    """Soft membership of a box mirrored in x: 1 inside, falling to 0 over ``edge_mm``."""
-    w = None
+def _box_weight(coords, box, edge_mm: float = 4.0) -> np.ndarray:
+    """Soft membership of the ellipsoid inscribed in a box, mirrored in x.
+
+    1 well inside, falling smoothly to 0 over about ``edge_mm`` at the surface: tracts have
+    rounded outlines, and a box's corners would show as squares in the images.
+    """
+    r2 = None
     for axis, (c, (lo, hi)) in enumerate(zip(coords, box)):
         c = np.abs(c) if axis == 0 else c
-        wa = _smoothstep((c - lo) / edge_mm + 0.5) * _smoothstep((hi - c) / edge_mm + 0.5)
-        w = wa if w is None else w * wa
-    return w
+        centre, half = 0.5 * (lo + hi), 0.5 * (hi - lo) + edge_mm / 2
+        term = ((c - centre) / half) ** 2
+        r2 = term if r2 is None else r2 + term
+    mean_half = np.mean([0.5 * (hi - lo) + edge_mm / 2 for lo, hi in box])
+    return _smoothstep((1.0 - np.sqrt(r2)) * mean_half / edge_mm + 0.5)
 
 
 def _lobar_timing(coords, depth_mm: np.ndarray, attr: str) -> np.ndarray:
@@ -192,7 +198,7 @@ def build_anatomy(res_mm: float = 1.5) -> Anatomy:
     weight.ravel()[wm_index] = fractions["wm"].ravel()[wm_index]
     t1_mid.ravel()[wm_index] = t1m * weight.ravel()[wm_index]
     t2_mid.ravel()[wm_index] = t2m * weight.ravel()[wm_index]
-    sigma = 2.0 / res_mm
+    sigma = 3.0 / res_mm
     norm = ndimage.gaussian_filter(weight, sigma) + 1e-6
     t1_mid = (ndimage.gaussian_filter(t1_mid, sigma) / norm).astype(np.float32)
     t2_mid = (ndimage.gaussian_filter(t2_mid, sigma) / norm).astype(np.float32)

@@ -53,7 +53,11 @@ COMPACT_TRACTS: tuple[Milestone, ...] = (
     Milestone("anterior limb of internal capsule", (2, 3), (7, 11), ((10, 22), (-4, 18), (-6, 18))),
     Milestone("splenium of corpus callosum", (3, 4), (4, 6), ((0, 18), (-46, -30), (0, 24))),
     Milestone("genu of corpus callosum", (4, 6), (5, 8), ((0, 18), (16, 36), (-8, 22))),
-    Milestone("perirolandic subcortical white matter", (-2, 0), (-1, 3), ((20, 60), (-36, -8), (44, 70))),
+    # Pre- and postcentral gyri from the paracentral lobule (medial) to the lateral convexity.
+    Milestone("perirolandic subcortical white matter", (-1, 1), (0, 4), ((2, 50), (-34, -14), (44, 78))),
+    # The corticospinal tract on its way from the internal capsule to the perirolandic cortex
+    # through the corona radiata: "present at term" with the rest of the tract.
+    Milestone("corticospinal tract in the corona radiata", (-2, 0), (0, 3), ((16, 30), (-32, -14), (16, 44))),
 )
 
 # Lobar white matter: placed by the antero-posterior position and the depth below the cortex.

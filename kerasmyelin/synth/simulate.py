@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from kerasmyelin.levels import LEVELS
 from kerasmyelin.synth.cohort import SubjectSpec
-from kerasmyelin.synth.maturation import grey_matter_times
+from kerasmyelin.synth.maturation import grey_matter_times, white_matter_times
 from kerasmyelin.synth.relaxation import CONSTANT_TISSUES, SCALP_FAT_FRACTION, tissue_parameters
 from kerasmyelin.synth.sequences import SCANNERS, Scanner
 from kerasmyelin.synth.tissue_model import TissueModel, tissue_model
@@ -131,7 +131,7 @@ class _Warp:
 
 def _signal_volumes(anat: TissueModel, spec: SubjectSpec, scanner: Scanner, rng) -> list[np.ndarray]:
     """Noise-free T1w and T2w signal on the anatomy grid for this infant's maturation."""
-    d1, d2, coords = anat.d1, anat.d2, anat.wm_coords
+    k1, k2, coords = anat.k1, anat.k2, anat.wm_coords
     m = np.float32(spec.myelination_age_months)
     # The infant's own smooth regional deviations from the typical timing.
     k = rng.normal(size=(2, 3))
@@ -139,7 +139,7 @@ def _signal_volumes(anat: TissueModel, spec: SubjectSpec, scanner: Scanner, rng)
     jitter = sum(np.cos(kk.astype(np.float32) @ coords + rng.uniform(0, 2 * np.pi)) for kk in k)
     jitter = np.float32(spec.regional_jitter_months / np.sqrt(2) * rng.normal(1.0, 0.3)) * jitter
     fs = scanner.field_strength
-    wm_params = tissue_parameters("wm", fs, m - d1 - jitter, m - d2 - jitter)
+    wm_params = tissue_parameters("wm", fs, *white_matter_times(m - jitter, k1, k2))
     gm_params = tissue_parameters("gm", fs, *grey_matter_times(m))
     f = anat.fractions
     f_wm = f["wm"].ravel()[anat.wm_index]

@@ -36,7 +36,7 @@ class TissueModel:
         res_mm: grid spacing.
         fractions: tissue -> (X, Y, Z) float32.
         wm_index: flat indices of white-matter voxels.
-        d1, d2: delays (months) of the T1 and T2 processes at those voxels.
+        k1, k2: speeds of the T1 and T2 maturation processes at those voxels.
         wm_coords: (3, N) MNI mm of those voxels.
         head_bbox_mm: (2, 3) lowest and highest MNI corner of the head.
     """
@@ -45,8 +45,8 @@ class TissueModel:
     res_mm: float
     fractions: dict[str, np.ndarray]
     wm_index: np.ndarray
-    d1: np.ndarray
-    d2: np.ndarray
+    k1: np.ndarray
+    k2: np.ndarray
     wm_coords: np.ndarray
     head_bbox_mm: np.ndarray
 
@@ -57,12 +57,12 @@ class TissueModel:
 
 def _build(res_mm: float) -> TissueModel:
     anat = anatomy.build_anatomy(res_mm)
-    d1, d2 = maturation.delays_for(anat.t1_mid.ravel()[anat.wm_index], anat.t2_mid.ravel()[anat.wm_index])
+    k1, k2 = maturation.rates_for(anat.t1_mid.ravel()[anat.wm_index], anat.t2_mid.ravel()[anat.wm_index])
     ijk = np.unravel_index(anat.wm_index, anat.shape)
     axes = anat.world_coordinates()
     coords = np.stack([axes[i][ijk[i]] for i in range(3)]).astype(np.float32)
     fractions = {k: v.astype(np.float16).astype(np.float32) for k, v in anat.fractions.items()}
-    return TissueModel(anat.affine, res_mm, fractions, anat.wm_index, d1, d2, coords, anat.head_bounding_box_mm())
+    return TissueModel(anat.affine, res_mm, fractions, anat.wm_index, k1, k2, coords, anat.head_bounding_box_mm())
 
 
 def _cache_key(res_mm: float) -> str:
@@ -83,7 +83,7 @@ def _save(model: TissueModel, path: Path) -> None:
     from kerasmyelin.io.atomic import write_bytes_atomic
 
     buf = io.BytesIO()
-    np.savez(buf, affine=model.affine, res_mm=model.res_mm, wm_index=model.wm_index, d1=model.d1, d2=model.d2,
+    np.savez(buf, affine=model.affine, res_mm=model.res_mm, wm_index=model.wm_index, k1=model.k1, k2=model.k2,
              wm_coords=model.wm_coords, head_bbox_mm=model.head_bbox_mm,
              **{f"fraction_{k}": v.astype(np.float16) for k, v in model.fractions.items()})
     write_bytes_atomic(path, buf.getvalue())
@@ -93,7 +93,7 @@ def _load(path: Path) -> TissueModel:
     with np.load(path, allow_pickle=False) as z:
         return TissueModel(z["affine"], float(z["res_mm"]),
                            {k: z[f"fraction_{k}"].astype(np.float32) for k in _FRACTIONS},
-                           z["wm_index"], z["d1"], z["d2"], z["wm_coords"], z["head_bbox_mm"])
+                           z["wm_index"], z["k1"], z["k2"], z["wm_coords"], z["head_bbox_mm"])
 
 
 @functools.lru_cache(maxsize=2)

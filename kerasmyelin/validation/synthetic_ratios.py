@@ -46,3 +46,42 @@ def wm_gm_ratios(spec: SubjectSpec) -> dict[tuple[str, str], float]:
                 continue
             out[(contrast, key)] = float(np.median(signal[..., k][wm]) / np.median(signal[..., k][gm]))
     return out
+
+
+def synthetic_brain_image(spec: SubjectSpec, contrast: str, res_mm: float = 1.5):
+    """A skull-stripped, noise-free 3-D image of a synthetic infant, like a population template.
+
+    The infant's signal on the reference grid, scaled to its brain size, with everything outside
+    the brain set to zero, so that ``template_ratios.wm_gm_ratios`` measures it exactly as it
+    measures the real templates.
+
+    Returns:
+        A ``nibabel.Nifti1Image`` (float32) with an RAS affine in mm.
+    """
+    import nibabel as nib
+    from scipy import ndimage
+
+    from kerasmyelin.synth.sequences import SCANNERS
+    from kerasmyelin.synth.simulate import MNI_BRAIN_ML, _signal_volumes
+    from kerasmyelin.synth.tissue_model import tissue_model
+
+    model = tissue_model(res_mm)
+    scanner = SCANNERS[spec.field_strength]
+    t1w, t2w = _signal_volumes(model, spec, scanner, np.random.default_rng(spec.seed))
+    brain = ndimage.binary_fill_holes(model.fractions["wm"] + model.fractions["gm"] > 0.5)
+    data = np.where(brain, t1w if contrast == "T1w" else t2w, 0.0).astype(np.float32)
+    scale = (spec.brain_volume_ml / MNI_BRAIN_ML) ** (1 / 3)
+    affine = model.affine.copy()
+    affine[:3, :] *= scale
+    return nib.Nifti1Image(data, affine)
+
+
+def instrument_ratios(spec: SubjectSpec) -> dict[tuple[str, str], float]:
+    """(contrast, level) -> ratio measured by the template instrument on ``synthetic_brain_image``."""
+    from kerasmyelin.validation.template_ratios import wm_gm_ratios as measure
+
+    out = {}
+    for contrast in CONTRASTS:
+        for key, value in measure(synthetic_brain_image(spec, contrast)).items():
+            out[(contrast, key)] = value
+    return out

@@ -2,48 +2,68 @@
 
 This module checks a synthetic cohort against real infant templates: it measures, in any
 skull-stripped brain volume, how bright white matter (WM) is relative to grey matter (GM) at
-each of the five levels of :mod:`kerasmyelin.levels`.
+each of the five levels of :mod:`kerasmyelin.levels`, using only the MNI152 tissue priors that
+ship with nilearn.
 
 Method
 ------
-1. **Brain mask.** Voxels > 0 (the volume is skull-stripped), opened once with a 3x3x3 cross and
-   reduced to its largest connected component, so that stray bright specks do not move the
-   moments of step 2.
-2. **Alignment to MNI.** The ICBM 2009a tissue priors bundled with nilearn are aligned to the
-   brain mask by a diagonal affine (one scale per world axis and a translation; no rotation,
-   both spaces being RAS and roughly AC-PC aligned). The scales come from the second moments of
-   the two masks (``s_k = sqrt(var_ref_k / var_subject_k)`` along world x, y and z) and the
-   translation matches their centroids. That first guess is then refined by a cheap coordinate
-   search that maximises the Dice overlap of the two masks on a 2 mm world grid (one table
-   look-up per trial, a few hundred trials, well under a second).
+1. **Brain mask.** Voxels > 0 (the volume is skull-stripped), opened once (3x3x3 cross),
+   largest connected component, enclosed holes filled.
+2. **Alignment to MNI.** A diagonal affine, subject world mm -> MNI mm (one scale per world
+   axis and a translation; no rotation, both spaces being RAS and roughly AC-PC aligned).
+   First guess from moments: ``s_k = sqrt(var_MNI_k / var_subject_k)`` of the world
+   coordinates of the two masks along x, y and z, translation matching the centroids. Then a
+   coordinate search over the 6 parameters maximising the Dice overlap of the two masks on a
+   2 mm world grid (~100 trials, each one separable table look-up; ~0.4 s).
 
-   *Why the MNI mask is the cerebrum only, and why the Dice step:* the infant templates this
-   module was built against (UNC BME-X templates) are cerebrum-only: cerebellum and the
-   brainstem below the midbrain have been cut away, whereas the MNI brain (``t1 > 0``) keeps
-   them. Matching moments of a whole MNI brain to a cerebrum-only subject pulls the MNI levels
-   ~10 mm too low. So the reference mask is the MNI brain minus a geometric model of the
-   infratentorial compartment (cerebellum below an oblique tentorium plane fitted by eye on
-   the ICBM 2009a T1, and the brainstem below z = -20 mm). Second moments are still sensitive
-   to where exactly a mask is cut (a stray tail weighs with its distance squared); the Dice
-   refinement is not, and it moved the level positions by a few mm at most on the templates.
-   A subject that still has its cerebellum is handled by the same code: the Dice term then
-   simply ignores the extra tissue below the tentorium.
-3. **Tissue masks.** For each level only the axial slab that is needed is resampled: the MNI WM
-   and GM probability maps are interpolated (trilinear) at the slab's voxels.
-   WM = ``p_wm > 0.9`` eroded by one voxel in plane (the deep WM core).
-   GM = ``p_gm > 0.6`` inside the brain mask eroded by two voxels (1.6 mm at 0.8 mm voxels), so
-   that the dark partial-volume rim against the zero background does not count as cortex.
-4. **Ratio.** The slab is 5 mm thick (the odd number of slices nearest to 5 mm, centred on the
-   level's MNI z mapped into the subject; 7 slices = 5.6 mm at 0.8 mm voxels).
-   ``ratio = median(intensity in WM) / median(intensity in GM)``. Medians make the number robust
-   to the part of either mask that lands on the wrong tissue (an adult prior on an infant brain
-   is only approximately right).
+   Two deviations from plain moment matching, both measured:
 
-Caveats: level "a" (z = -30, pons / middle cerebellar peduncles) is below the cut of
-cerebrum-only templates, so there the slab holds only the inferior temporal lobes and the
-value describes temporal WM vs cortex, not the pons; it is also the level where the adult GM
-prior and the infant anatomy agree least. Level "b" (midbrain) mixes deep GM (hypothalamus,
-medial temporal cortex) into "GM".
+   * *The MNI reference mask is the cerebrum only* (:func:`mni_cerebrum_mask`: the MNI brain
+     minus the cerebellum below a tentorium surface fitted by eye on the ICBM 2009a T1 and
+     the brainstem below z = -20 mm). The UNC infant templates are cerebrum-only (cerebellum
+     and brainstem below the midbrain cut away). Against the whole MNI brain their z scale
+     comes out 8-14 % too large and the levels land too high: by 6-7 mm (subject mm) at
+     level "a", 3-5 mm at "c", 0-1.6 mm at "e".
+   * *The Dice refinement.* On the templates it moves the levels by at most 1.6 mm, but it
+     makes the alignment insensitive to where a mask is cut: for a whole-brain mask (the MNI
+     brain itself, rescaled), moments against the cerebrum reference are off by 13 % in z scale
+     and ~8 mm (MNI) at level "c"; after the Dice search the errors are < 1 % and < 1 mm.
+
+   A pitch (rotation about x) was tried in the Dice search and rejected: it raised the Dice
+   by 0.01-0.02 with 4-16 degree pitches, but the lateral ventricles' long axis (a landmark
+   independent of the outer shape) is within 2 degrees of MNI's without it at 9-24 months
+   (7-10 degrees at 0-6 months), and 5-16 degrees off with it: the pitch fitted the
+   infant-vs-adult difference in shape, not a difference in orientation.
+3. **Tissue masks** (per level, only on the slab that is needed: the MNI priors are sampled
+   trilinearly at the slab's voxels through the affine).
+   WM = ``p_wm > 0.9``, eroded by 2 voxels in plane, deeper than 6 mm below the brain surface.
+   GM = ``p_gm > 0.6`` *and* 1-3 mm below the brain surface (the outer cortical ribbon).
+   The depth band replaces "inside the brain mask eroded by 1-2 voxels": an adult GM prior
+   affinely mapped onto an infant brain marks a broad band that covers much of the infant's
+   subcortical WM and the deep nuclei, so ``p_gm > 0.6`` alone gives a GM median close to
+   the WM one. The ribbon's outermost voxel layer (partial volume with the zero background)
+   is skipped. These settings were chosen by looking at overlays of every level and age and
+   by comparing with a three-class intensity clustering of each slab at the ages with good
+   contrast (they cut the mean |log ratio error| against it, levels b-e, from 0.145 to 0.124).
+4. **Ratio.** The slab is ~5 mm thick (the odd number of slices nearest 5 mm, centred on the
+   level's MNI z mapped into the subject at the level's landmark (x, y); 7 slices = 5.6 mm at
+   0.8 mm voxels). ``ratio = median(intensity in WM) / median(intensity in GM)``.
+
+Limitations
+-----------
+* An affine adult prior is only roughly right on an infant brain, so both masks are mixtures
+  (by the clustering above, 45-75 % of the WM mask lies on WM at levels "d" and "e" at 24
+  months, 30-45 % at "b" and "c", where the infant's relatively large deep nuclei and
+  insula take the place of the adult internal and external capsules). Ratios are therefore
+  *compressed towards 1*: at levels "d" and "e" at 24 months they are within ~5 % of the
+  clustering's, at "b" and "c" they are much closer to 1 than the real contrast (T1w 1.02
+  vs 1.22-1.24, T2w 0.83-0.90 vs 0.65-0.70). Compare like with like: measure the synthetic
+  cohort with this same function.
+* Level "a" (z = -30, pons / middle cerebellar peduncles) lies below the cut of
+  cerebrum-only templates: the slab holds only the inferior temporal lobes (and the cut
+  stump of the brainstem), the WM core is tiny, and the ratio can be NaN (fewer than
+  :data:`MIN_MASK_VOXELS` voxels). Level "b" mixes midbrain, hypothalamus and medial temporal
+  grey matter into "GM".
 
 Units: world coordinates in mm (RAS), intensities in the image's own units; ratios are
 dimensionless.
@@ -64,10 +84,14 @@ from kerasmyelin.errors import InputError
 from kerasmyelin.levels import LEVELS
 
 __all__ = [
+    "GM_DEPTH_MM",
     "GM_PROBABILITY",
+    "MIN_MASK_VOXELS",
     "SLAB_THICKNESS_MM",
     "TEMPLATE_CONTRASTS",
     "TEMPLATE_MONTHS",
+    "WM_EROSION_VOXELS",
+    "WM_MIN_DEPTH_MM",
     "WM_PROBABILITY",
     "LevelMasks",
     "MniPriors",
@@ -98,12 +122,15 @@ WM_PROBABILITY: float = 0.9
 GM_PROBABILITY: float = 0.6
 """MNI grey-matter prior threshold (0-1) for the GM mask."""
 
-GM_DEPTH_MM: tuple[float, float] = (1.5, 4.5)
+GM_DEPTH_MM: tuple[float, float] = (1.0, 3.0)
 """GM is sought in this band of depth below the brain's surface (subject mm): the outer
 cortical ribbon, past the partial-volume rim against the background."""
 
-WM_MIN_DEPTH_MM: float = 4.5
+WM_MIN_DEPTH_MM: float = 6.0
 """WM voxels shallower than this (subject mm) are dropped, so WM and GM never share a voxel."""
+
+WM_EROSION_VOXELS: int = 2
+"""In-plane erosion (voxels) of the WM prior mask."""
 
 MIN_MASK_VOXELS: int = 30
 """Fewer WM or GM voxels than this in a slab gives a NaN ratio instead of a noisy number."""
@@ -147,12 +174,14 @@ def _nilearn_data_dir() -> Path:
 def mni_cerebrum_mask(brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Remove cerebellum and lower brainstem from an MNI152 brain mask by a geometric model.
 
-    The tentorium is modelled as the surface ``z = -5 - 0.5*|x| + 0.33*(y + 60)`` (mm), fitted
-    by eye on the ICBM 2009a T1 (vermis top at z = -5, lateral cerebellum top at z = -30 for
-    |x| = 50, rising anteriorly); everything below it and behind ``y = -46 + 0.2*|x|`` is
-    cerebellum. The brainstem is cut at z = -20 mm for |x| < 16, -50 < y < -5 (roughly the
-    pontomesencephalic junction, where the infant templates are cut). The largest connected
-    component of what is left is kept.
+    The tentorium is modelled as the surface ``z = -3 - 0.45*|x| + 0.33*(y + 60)`` (mm),
+    fitted by eye on sagittal slices of the ICBM 2009a T1 (cerebellar top at z ~ -5 at the
+    vermis, ~ -27 at |x| = 50, for y = -60, rising anteriorly); everything below it and
+    behind ``y = -44 + 0.2*|x|`` is cerebellum. The brainstem (-52 < y < -12) is cut at
+    z = -20 mm for |x| < 16 and at z = -26 mm for |x| < 27 (pons and middle cerebellar
+    peduncles; roughly the pontomesencephalic junction, where the infant templates are
+    cut). What is left is opened once and its largest connected component kept
+    (1639 mL of the 1887 mL brain).
 
     Args:
         brain: bool array (X, Y, Z), the MNI brain mask.
@@ -161,11 +190,9 @@ def mni_cerebrum_mask(brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
     Returns:
         bool array of the same shape.
     """
-    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in brain.shape), indexing="ij")
-    aff = np.asarray(affine, dtype=np.float64)
-    x = aff[0, 0] * i + aff[0, 1] * j + aff[0, 2] * k + aff[0, 3]
-    y = aff[1, 0] * i + aff[1, 1] * j + aff[1, 2] * k + aff[1, 3]
-    z = aff[2, 0] * i + aff[2, 1] * j + aff[2, 2] * k + aff[2, 3]
+    i, j, k = np.ogrid[tuple(slice(0, n) for n in brain.shape)]
+    aff = np.asarray(affine, dtype=np.float32)
+    x, y, z = (aff[r, 0] * i + aff[r, 1] * j + aff[r, 2] * k + aff[r, 3] for r in range(3))
     ax = np.abs(x)
     tentorium = -3.0 - 0.45 * ax + 0.33 * (y + 60.0)
     cerebellum = (y < -44.0 + 0.2 * ax) & (z < tentorium)
@@ -230,7 +257,7 @@ def _bbox(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...]:
 
 
 def brain_mask_from_image(data: np.ndarray) -> np.ndarray:
-    """Brain mask of a skull-stripped volume: ``data > 0``, opened once, largest component.
+    """Brain mask of a skull-stripped volume: ``data > 0``, opened, largest component, filled.
 
     Args:
         data: array (X, Y, Z) of intensities; background is 0.
@@ -249,7 +276,7 @@ def brain_mask_from_image(data: np.ndarray) -> np.ndarray:
     if not sub.any():  # a tiny phantom: opening removed everything
         sub = raw[box]
     out = np.zeros(raw.shape, dtype=bool)
-    out[box] = _largest_component(sub)
+    out[box] = ndi.binary_fill_holes(_largest_component(sub))
     return out
 
 
@@ -334,6 +361,20 @@ def refine_alignment_dice(
     Raises:
         ValueError: when ``initial`` or ``reference_affine`` has a rotation.
     """
+    return _refine_dice(
+        initial, subject_mask, subject_affine, reference_mask, reference_affine, step_mm
+    )[0]
+
+
+def _refine_dice(
+    initial: np.ndarray,
+    subject_mask: np.ndarray,
+    subject_affine: np.ndarray,
+    reference_mask: np.ndarray,
+    reference_affine: np.ndarray,
+    step_mm: float,
+) -> tuple[np.ndarray, float]:
+    """:func:`refine_alignment_dice`, also returning the final Dice (0-1, on the grid)."""
     init = np.asarray(initial, dtype=np.float64)
     raff = np.asarray(reference_affine, dtype=np.float64)
     for name, m in (("initial", init), ("reference_affine", raff)):
@@ -384,26 +425,39 @@ def refine_alignment_dice(
     out = np.eye(4)
     out[:3, :3] = np.diag(scale)
     out[:3, 3] = params[3:] - scale * g
-    return out
+    return out, best
 
 
 def align_to_mni(
-    brain_mask: np.ndarray, affine: np.ndarray, refine: bool = True
+    brain_mask: np.ndarray, affine: np.ndarray, refine: bool = True, reference: str = "cerebrum"
 ) -> np.ndarray:
-    """Align a (cerebrum-only or whole) brain mask to the MNI152 cerebrum.
+    """Align a skull-stripped brain mask to MNI152 (diagonal scale + translation, no rotation).
 
     Args:
-        brain_mask: bool array (X, Y, Z), the subject's skull-stripped brain.
+        brain_mask: bool array (X, Y, Z), the subject's brain.
         affine: 4x4 voxel -> subject world mm (RAS).
         refine: also run :func:`refine_alignment_dice` after :func:`moment_alignment`.
+        reference: ``"cerebrum"`` (default: MNI brain without cerebellum and lower brainstem)
+            or ``"brain"`` (whole MNI brain). Keep the default for any subject: the Dice step
+            aligns a whole-brain mask onto the cerebrum reference to ~1 mm (checked on the MNI
+            brain itself, rescaled), whereas a whole-brain reference stretches a cerebrum-only
+            mask by ~10 % in z; its Dice is even higher, so Dice cannot choose between them.
 
     Returns:
-        4x4 float64 affine mapping subject world mm -> MNI mm (diagonal + translation).
+        4x4 float64 affine mapping subject world mm -> MNI mm.
+
+    Raises:
+        ValueError: for an unknown ``reference``.
+        InputError: when the mask is empty.
     """
     mni = load_mni_priors()
-    out = moment_alignment(brain_mask, affine, mni.cerebrum, mni.affine)
+    refs = {"cerebrum": mni.cerebrum, "brain": mni.brain}
+    if reference not in refs:
+        raise ValueError(f"reference must be one of {sorted(refs)}, got {reference!r}")
+    ref = refs[reference]
+    out = moment_alignment(brain_mask, affine, ref, mni.affine)
     if refine:
-        out = refine_alignment_dice(out, brain_mask, affine, mni.cerebrum, mni.affine)
+        out = refine_alignment_dice(out, brain_mask, affine, ref, mni.affine)
     return out
 
 
@@ -458,6 +512,9 @@ class LevelMasks:
         wm: bool (X, Y, S) WM core.
         gm: bool (X, Y, S) GM (cortex) mask.
         ratio: median(intensity[wm]) / median(intensity[gm]); NaN when a mask is too small.
+        depth: float32 (X, Y, S), distance (mm) below the brain's surface.
+        p_wm: float32 (X, Y, S), MNI white-matter prior resampled onto the slab (0-1).
+        p_gm: float32 (X, Y, S), MNI grey-matter prior resampled onto the slab (0-1).
     """
 
     level: str
@@ -467,6 +524,22 @@ class LevelMasks:
     wm: np.ndarray
     gm: np.ndarray
     ratio: float
+    depth: np.ndarray
+    p_wm: np.ndarray
+    p_gm: np.ndarray
+
+
+def _tissue_masks(
+    brain: np.ndarray, depth: np.ndarray, p_wm: np.ndarray, p_gm: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """WM core and GM ribbon masks of one slab (all arrays (X, Y, S))."""
+    cross2d = ndi.generate_binary_structure(2, 1)[..., None]
+    wm = (p_wm > WM_PROBABILITY) & brain
+    if WM_EROSION_VOXELS > 0:
+        wm = ndi.binary_erosion(wm, structure=cross2d, iterations=WM_EROSION_VOXELS)
+    wm &= depth > WM_MIN_DEPTH_MM
+    gm = (p_gm > GM_PROBABILITY) & (depth > GM_DEPTH_MM[0]) & (depth <= GM_DEPTH_MM[1])
+    return wm, gm & ~wm
 
 
 def _slab_half_width(voxel_mm: float) -> int:
@@ -532,15 +605,17 @@ def level_masks(
         ks = [k for k in range(centre - half, centre + half + 1) if 0 <= k < data.shape[2]]
         if not ks:
             empty = np.zeros((0, 0, 0), dtype=bool)
-            out[level.key] = LevelMasks(level.key, (), empty.astype(np.float32), empty, empty,
-                                        empty, float("nan"))
+            flt = empty.astype(np.float32)
+            out[level.key] = LevelMasks(
+                level.key, (), flt, empty, empty, empty, float("nan"), flt, flt, flt
+            )
             continue
         k0, k1 = ks[0], ks[-1] + 1
         inten = data[box_xy[0], box_xy[1], k0:k1]
         brain = mask[box_xy[0], box_xy[1], k0:k1]
         # Depth below the brain's surface (mm), in 3D: take a margin of slices so that the
         # slab's own faces are not mistaken for the surface.
-        e = int(np.ceil(GM_DEPTH_MM[1] / voxel_z)) + 1
+        e = int(np.ceil(max(GM_DEPTH_MM[1], WM_MIN_DEPTH_MM) / voxel_z)) + 1
         m0, m1 = max(k0 - e, 0), min(k1 + e, data.shape[2])
         padded = np.pad(mask[box_xy[0], box_xy[1], m0:m1], ((1, 1), (1, 1), (0, 0)))
         voxel_mm = np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
@@ -562,17 +637,15 @@ def level_masks(
         p_gm[inside] = ndi.map_coordinates(mni.gm, mni_vox[:, inside], order=1, cval=0.0)
         p_wm = p_wm.reshape(brain.shape)
         p_gm = p_gm.reshape(brain.shape)
-        cross2d = ndi.generate_binary_structure(2, 1)[..., None]
-        wm = ndi.binary_erosion((p_wm > WM_PROBABILITY) & brain, structure=cross2d)
-        wm &= depth > WM_MIN_DEPTH_MM
-        gm = (p_gm > GM_PROBABILITY) & (depth > GM_DEPTH_MM[0]) & (depth <= GM_DEPTH_MM[1])
-        gm &= ~wm
+        wm, gm = _tissue_masks(brain, depth, p_wm, p_gm)
         if wm.sum() >= MIN_MASK_VOXELS and gm.sum() >= MIN_MASK_VOXELS:
             g = float(np.median(inten[gm]))
             ratio = float(np.median(inten[wm])) / g if g > 0 else float("nan")
         else:
             ratio = float("nan")
-        out[level.key] = LevelMasks(level.key, tuple(ks), inten, brain, wm, gm, ratio)
+        out[level.key] = LevelMasks(
+            level.key, tuple(ks), inten, brain, wm, gm, ratio, depth, p_wm, p_gm
+        )
     return out
 
 
