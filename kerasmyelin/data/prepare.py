@@ -47,9 +47,9 @@ def to_canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.n
     ornt = nib.orientations.io_orientation(affine)
     canonical = nib.orientations.axcodes2ornt(("R", "A", "S"))
     transform = nib.orientations.ornt_transform(ornt, canonical)
-    out = nib.orientations.apply_orientation(data, transform)
+    out = nib.orientations.apply_orientation(data, transform)  # a view: flips and transposes
     new_affine = affine @ nib.orientations.inv_ornt_aff(transform, data.shape)
-    return np.ascontiguousarray(out), new_affine
+    return out, new_affine
 
 
 def radiological(slice_xy: np.ndarray) -> np.ndarray:
@@ -66,7 +66,7 @@ def head_mask(volume: np.ndarray, threshold: float, step: int = 1) -> np.ndarray
     Returns:
         Boolean mask of shape (ceil(X / step), ceil(Y / step), Z).
     """
-    small = volume[::step, ::step, :]
+    small = np.asarray(volume[::step, ::step, :], dtype=np.float32)
     level = threshold * float(np.percentile(small, 99.0))
     mask = ndimage.binary_opening(small > level, structure=np.ones((3, 3, 1), bool))
     return np.stack([ndimage.binary_fill_holes(mask[..., k]) for k in range(mask.shape[2])], axis=-1)
@@ -114,7 +114,8 @@ def prepare_volume(volume: np.ndarray, affine: np.ndarray, slices: dict[str, int
     missing = [k for k in LEVEL_KEYS if k not in slices]
     if missing:
         raise InputError(f"no slice index for level(s) {', '.join(missing)}", source)
-    vol, aff = to_canonical(np.asarray(volume, dtype=np.float32), affine)
+    # Reoriented as a view: only the strided outline and the five slices are ever converted.
+    vol, aff = to_canonical(np.asarray(volume), affine)
     for key in LEVEL_KEYS:
         if not 0 <= int(slices[key]) < vol.shape[2]:
             raise InputError(f"level {key} slice {slices[key]} is outside the {vol.shape[2]} axial slices", source)
@@ -122,7 +123,7 @@ def prepare_volume(volume: np.ndarray, affine: np.ndarray, slices: dict[str, int
     # at most ~128 pixels a side, which is ~16x cheaper than at a 512 matrix.
     step = max(1, int(np.ceil(max(vol.shape[:2]) / 128)))
     mask = head_mask(vol, config.head_threshold, step)
-    head_values = vol[::step, ::step, :][mask]
+    head_values = np.asarray(vol[::step, ::step, :][mask], dtype=np.float32)
     if head_values.size == 0:
         raise InputError("no head found: the image is empty or nearly constant", source)
     upper = float(np.percentile(head_values, config.upper_percentile))
@@ -137,7 +138,7 @@ def prepare_volume(volume: np.ndarray, affine: np.ndarray, slices: dict[str, int
     out = {}
     for key in LEVEL_KEYS:
         k = int(slices[key])
-        img = radiological(vol[..., k])
+        img = radiological(np.asarray(vol[..., k], dtype=np.float32))
         m = radiological(mask[..., k])
         if m.any():
             centre = tuple(step * c + (step - 1) / 2 for c in ndimage.center_of_mass(m))

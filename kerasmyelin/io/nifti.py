@@ -9,6 +9,7 @@ can carry patient information.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import zlib
 from pathlib import Path
@@ -41,13 +42,17 @@ def nifti_bytes(data: np.ndarray, affine: np.ndarray, zooms_unit: str = "mm") ->
     return img.to_bytes()
 
 
-def write_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> Path:
-    """Write ``data`` to ``path`` (.nii or .nii.gz) deterministically and atomically."""
+def write_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -> tuple[Path, str]:
+    """Write ``data`` to ``path`` (.nii or .nii.gz) deterministically and atomically.
+
+    Returns:
+        (path, sha256 hex digest of the bytes written).
+    """
     path = Path(path)
     raw = nifti_bytes(data, affine)
     if path.name.endswith(".gz"):
         raw = _gzip.compress(raw, compresslevel=GZIP_LEVEL, mtime=0)
-    return write_bytes_atomic(path, raw)
+    return write_bytes_atomic(path, raw), hashlib.sha256(raw).hexdigest()
 
 
 # A header may claim any size; refuse before allocating (4096^3 float32 would be 256 GiB).

@@ -15,7 +15,6 @@ failure or an interrupt never leaves a half-written cohort.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import json
 import multiprocessing
 import os
@@ -74,10 +73,6 @@ def _json(obj) -> str:
     return json.dumps(obj, indent=1, sort_keys=True) + "\n"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _make_subject(spec: SubjectSpec, root: str, prep: PrepConfig, res_mm: float) -> dict:
     """Simulate, write and prepare one infant (runs in a worker process)."""
     root = Path(root)
@@ -86,9 +81,9 @@ def _make_subject(spec: SubjectSpec, root: str, prep: PrepConfig, res_mm: float)
     files = {}
     for contrast, data in zip(CONTRASTS, (scan.t1w, scan.t2w)):
         stem = anat / f"{spec.participant_id}_{contrast}"
-        path = write_nifti(stem.with_suffix(".nii.gz"), data, scan.affine)
+        path, digest = write_nifti(stem.with_suffix(".nii.gz"), data, scan.affine)
         write_text_atomic(stem.with_suffix(".json"), _json(_sidecar(spec, contrast, scan.nuisance)))
-        files[contrast] = {"path": str(path.relative_to(root)), "sha256": _sha256(path)}
+        files[contrast] = {"path": str(path.relative_to(root)), "sha256": digest}
     # The same preparation real scans get: from the written voxels and affine.
     volumes = {"T1w": (scan.t1w, scan.affine), "T2w": (scan.t2w, scan.affine)}
     slices = {c: scan.level_slices for c in CONTRASTS}

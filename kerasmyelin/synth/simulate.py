@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import functools
+
 import numpy as np
 import scipy.fft
 from scipy import ndimage
@@ -53,6 +55,9 @@ class Scan:
 def warm_up(res_mm: float = 1.5) -> None:
     """Load or build the shared tissue model now (before forking workers)."""
     tissue_model(res_mm)
+    for field_strength in SCANNERS:
+        for contrast in ("t1w", "t2w"):
+            _constant_tissue_signal(res_mm, field_strength, contrast)
 
 
 def rotation_matrix(pitch_deg: float, roll_deg: float, yaw_deg: float) -> np.ndarray:
@@ -144,16 +149,27 @@ def _signal_volumes(anat: TissueModel, spec: SubjectSpec, scanner: Scanner, rng)
     f = anat.fractions
     f_wm = f["wm"].ravel()[anat.wm_index]
     out = []
-    for seq in (scanner.t1w, scanner.t2w):
+    for contrast, seq in (("t1w", scanner.t1w), ("t2w", scanner.t2w)):
         vol = f["gm"] * seq.signal(*gm_params)
-        const = {name: float(seq.signal(*(np.float32(v) for v in CONSTANT_TISSUES[fs][name])))
-                 for name in CONSTANT_TISSUES[fs]}
-        const["scalp"] = SCALP_FAT_FRACTION * const["fat"] + (1 - SCALP_FAT_FRACTION) * const["muscle"]
-        for name in ("csf", "skull", "scalp"):
-            vol += f[name] * np.float32(const[name])
+        vol += _constant_tissue_signal(anat.res_mm, fs, contrast)
         vol.ravel()[anat.wm_index] += f_wm * seq.signal(*wm_params)
         out.append(vol)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _constant_tissue_signal(res_mm: float, field_strength: float, contrast: str) -> np.ndarray:
+    """Signal of the tissues that do not mature (CSF, skull, scalp): the same for every infant."""
+    anat = tissue_model(res_mm)
+    seq = getattr(SCANNERS[field_strength], contrast)
+    tissues = CONSTANT_TISSUES[field_strength]
+    const = {name: float(seq.signal(*(np.float32(v) for v in tissues[name]))) for name in tissues}
+    const["scalp"] = SCALP_FAT_FRACTION * const["fat"] + (1 - SCALP_FAT_FRACTION) * const["muscle"]
+    vol = np.zeros(anat.shape, np.float32)
+    for name in ("csf", "skull", "scalp"):
+        vol += anat.fractions[name] * np.float32(const[name])
+    vol.flags.writeable = False
+    return vol
 
 
 def _slab_kernel(width_vox: float) -> np.ndarray:
@@ -165,24 +181,43 @@ def _slab_kernel(width_vox: float) -> np.ndarray:
     return (w / w.sum()).astype(np.float32)
 
 
-def _kspace_reconstruct(image: np.ndarray, recon: int, noise_sigma: float, ghost_phase: float,
+def _zero_fill(k: np.ndarray, size: int) -> np.ndarray:
+    """Centre an (n, n, ...) unshifted k-space in a (size, size, ...) one (n even, size >= n)."""
+    n = k.shape[0]
+    if n == size:
+        return k
+    big = np.zeros((size, size) + k.shape[2:], dtype=k.dtype)
+    h = n // 2
+    big[:h, :h], big[:h, -h:], big[-h:, :h], big[-h:, -h:] = k[:h, :h], k[:h, -h:], k[-h:, :h], k[-h:, -h:]
+    return big
+
+
+def _kspace_reconstruct(image: np.ndarray, acquired: int, recon: int, noise_sigma: float, ghost_phase: float,
                         rng: np.random.Generator) -> np.ndarray:
-    """Encode (X, Y, Z) slices at their matrix, corrupt, zero-fill to ``recon``, magnitude."""
+    """Encode (n, n, Z) slices, bring them to the acquired matrix, corrupt, zero-fill, magnitude.
+
+    Args:
+        image: noise-free slices sampled on an n x n grid over the field of view.
+        acquired: the acquired matrix (k-space lines actually measured).
+        recon: the reconstruction matrix (zero-filled).
+        noise_sigma: standard deviation of the complex noise, in image units at ``acquired``.
+        ghost_phase: phase error (radians) of every other phase-encoding line; 0 for none.
+    """
     n = image.shape[0]
-    k = scipy.fft.fft2(image.astype(np.complex64), axes=(0, 1), norm="ortho", overwrite_x=True)
+    k = scipy.fft.fft2(image, axes=(0, 1), norm="ortho")  # float32 in, complex64 out
+    k = _zero_fill(k, acquired)
+    k *= np.float32(acquired / n)  # the orthonormal transform's scale for the larger matrix
     if ghost_phase:
         # Periodic motion: alternate phase-encoding lines (axis 1, antero-posterior) carry a
         # phase error, which puts a faint copy of the head half a field of view away.
         k[:, 1::2, :] *= np.complex64(np.exp(1j * ghost_phase))
-    noise = rng.standard_normal((2,) + k.shape, dtype=np.float32)
-    k.real += noise_sigma * noise[0]
-    k.imag += noise_sigma * noise[1]
-    # Zero-fill: copy the four k-space quadrants into the corners of the larger matrix.
-    big = np.zeros((recon, recon) + k.shape[2:], dtype=np.complex64)
-    h = n // 2
-    big[:h, :h], big[:h, -h:], big[-h:, :h], big[-h:, -h:] = k[:h, :h], k[:h, -h:], k[-h:, :h], k[-h:, -h:]
-    img = scipy.fft.ifft2(big, axes=(0, 1), norm="ortho", overwrite_x=True)
-    return (np.abs(img) * np.float32(recon / n)).astype(np.float32)
+    noise = rng.standard_normal(2 * k.size, dtype=np.float32).view(np.complex64).reshape(k.shape)
+    noise *= np.float32(noise_sigma)
+    k += noise
+    img = scipy.fft.ifft2(_zero_fill(k, recon), axes=(0, 1), norm="ortho", overwrite_x=True)
+    out = np.abs(img)
+    out *= np.float32(recon / acquired)
+    return out
 
 
 def _sample_percentile(a: np.ndarray, q: float) -> float:
@@ -230,10 +265,14 @@ def simulate_subject(spec: SubjectSpec, *, res_mm: float = 1.5, with_truth: bool
     kernel = _slab_kernel(width_vox)
     signals = [ndimage.convolve1d(s, kernel, axis=2, mode="constant") for s in signals]
 
-    n_acq = scanner.acquired_matrix
-    step = fov / n_acq
-    xs = (xc - fov / 2 + (np.arange(n_acq) + 0.5) * step).astype(np.float32)
-    ys = (yc - fov / 2 + (np.arange(n_acq) + 0.5) * step).astype(np.float32)
+    # The object holds no detail finer than the anatomy grid (res_mm x the infant's size), so it
+    # is sampled no finer than that; k-space zero-filling brings it to the acquired matrix,
+    # where the noise is added, exactly as sampling finer would (band-limited object).
+    voxel_mm = anat.res_mm * float(warp.scale.min())
+    n_sample = min(scanner.acquired_matrix, 2 * int(np.ceil(fov / voxel_mm / 2)))
+    step = fov / n_sample
+    xs = (xc - fov / 2 + (np.arange(n_sample) + 0.5) * step).astype(np.float32)
+    ys = (yc - fov / 2 + (np.arange(n_sample) + 0.5) * step).astype(np.float32)
     zs = (z0 + np.arange(n_slices) * spacing).astype(np.float32)
     mni = warp.grid_to_mni(xs, ys, zs)
     vox = (mni - anat.affine[:3, 3].astype(np.float32).reshape(3, 1, 1, 1)) / np.float32(anat.res_mm)
@@ -266,7 +305,7 @@ def simulate_subject(spec: SubjectSpec, *, res_mm: float = 1.5, with_truth: bool
         if brain is None:
             brain = img > _sample_percentile(img, 60)
         sigma = noise_fraction * float(img[brain].mean())
-        recon.append(_kspace_reconstruct(img, scanner.recon_matrix, sigma, ghost, rng))
+        recon.append(_kspace_reconstruct(img, scanner.acquired_matrix, scanner.recon_matrix, sigma, ghost, rng))
     volumes = []
     gains = []
     for img in recon:
@@ -278,7 +317,8 @@ def simulate_subject(spec: SubjectSpec, *, res_mm: float = 1.5, with_truth: bool
 
     pixel = fov / scanner.recon_matrix
     affine = np.diag([pixel, pixel, spacing, 1.0])
-    affine[:3, 3] = [xc - fov / 2 + pixel / 2, yc - fov / 2 + pixel / 2, z0]
+    # Zero-filling keeps the first sample's position: it is the origin of the finer grid too.
+    affine[:3, 3] = [xs[0], ys[0], z0]
 
     landmarks = warp.to_world(np.array([lv.mni_landmark for lv in LEVELS]).T)
     level_slices = {lv.key: int(np.clip(np.rint((landmarks[2, i] - z0) / spacing), 0, n_slices - 1))
