@@ -57,6 +57,19 @@ def radiological(slice_xy: np.ndarray) -> np.ndarray:
     return slice_xy[::-1, ::-1].T
 
 
+# Background connectivity of scipy's binary_fill_holes (4-connected) within a slice, never across.
+_IN_PLANE = np.zeros((3, 3, 3), bool)
+_IN_PLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+
+
+def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+    """Fill, slice by slice, the background regions of a (X, Y, Z) mask not reaching the edge."""
+    labels, _ = ndimage.label(~mask, structure=_IN_PLANE)
+    edge = np.unique(np.concatenate([labels[0].ravel(), labels[-1].ravel(), labels[:, 0].ravel(),
+                                     labels[:, -1].ravel()]))
+    return mask | ~np.isin(labels, edge)
+
+
 def head_mask(volume: np.ndarray, threshold: float, step: int = 1) -> np.ndarray:
     """Head voxels of a (X, Y, Z) volume, seen every ``step`` pixels in-plane.
 
@@ -69,7 +82,7 @@ def head_mask(volume: np.ndarray, threshold: float, step: int = 1) -> np.ndarray
     small = np.asarray(volume[::step, ::step, :], dtype=np.float32)
     level = threshold * float(np.percentile(small, 99.0))
     mask = ndimage.binary_opening(small > level, structure=np.ones((3, 3, 1), bool))
-    return np.stack([ndimage.binary_fill_holes(mask[..., k]) for k in range(mask.shape[2])], axis=-1)
+    return fill_holes_per_slice(mask)
 
 
 def crop_square(image: np.ndarray, centre: tuple[float, float], side: float) -> np.ndarray:
@@ -89,7 +102,7 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Anti-aliased resize of a square image to size x size (area-like when shrinking)."""
     factor = image.shape[0] / size
     if factor > 1:
-        image = ndimage.gaussian_filter(image, sigma=0.45 * factor)
+        image = ndimage.gaussian_filter(image, sigma=0.45 * factor, truncate=2.5)
     zoom = size / image.shape[0]
     out = ndimage.zoom(image, (zoom, size / image.shape[1]), order=1, prefilter=False, grid_mode=True,
                        mode="grid-constant")

@@ -192,6 +192,22 @@ def _zero_fill(k: np.ndarray, size: int) -> np.ndarray:
     return big
 
 
+def _zero_filled_ifft2(k: np.ndarray, size: int) -> np.ndarray:
+    """``ifft2(_zero_fill(k, size))`` (orthonormal) without transforming the rows known to be zero.
+
+    The first pass runs only over the n columns that hold data, a quarter less work than the
+    full 2-D transform of the zero-filled matrix.
+    """
+    n = k.shape[0]
+    h = n // 2
+    a = np.zeros((size, n) + k.shape[2:], dtype=k.dtype)
+    a[:h], a[-h:] = k[:h], k[-h:]
+    a = scipy.fft.ifft(a, axis=0, norm="ortho", overwrite_x=True)
+    b = np.zeros((size, size) + k.shape[2:], dtype=k.dtype)
+    b[:, :h], b[:, -h:] = a[:, :h], a[:, -h:]
+    return scipy.fft.ifft(b, axis=1, norm="ortho", overwrite_x=True)
+
+
 def _kspace_reconstruct(image: np.ndarray, acquired: int, recon: int, noise_sigma: float, ghost_phase: float,
                         rng: np.random.Generator) -> np.ndarray:
     """Encode (n, n, Z) slices, bring them to the acquired matrix, corrupt, zero-fill, magnitude.
@@ -211,11 +227,14 @@ def _kspace_reconstruct(image: np.ndarray, acquired: int, recon: int, noise_sigm
         # Periodic motion: alternate phase-encoding lines (axis 1, antero-posterior) carry a
         # phase error, which puts a faint copy of the head half a field of view away.
         k[:, 1::2, :] *= np.complex64(np.exp(1j * ghost_phase))
-    noise = rng.standard_normal(2 * k.size, dtype=np.float32).view(np.complex64).reshape(k.shape)
-    noise *= np.float32(noise_sigma)
+    # Thermal noise. Each image pixel sums every k-space sample, so its noise is Gaussian
+    # whatever the per-sample distribution (central limit over n^2 samples); uniform samples
+    # of the same variance are 4x cheaper to draw than normal ones.
+    noise = rng.random(2 * k.size, dtype=np.float32).view(np.complex64).reshape(k.shape)
+    noise -= np.complex64(0.5 + 0.5j)
+    noise *= np.float32(noise_sigma * np.sqrt(12.0))
     k += noise
-    img = scipy.fft.ifft2(_zero_fill(k, recon), axes=(0, 1), norm="ortho", overwrite_x=True)
-    out = np.abs(img)
+    out = np.abs(_zero_filled_ifft2(k, recon))
     out *= np.float32(recon / acquired)
     return out
 
