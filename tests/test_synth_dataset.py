@@ -44,7 +44,8 @@ def test_every_volume_loads_with_a_sane_affine(tiny_cohort):
             zooms = img.header.get_zooms()
             assert zooms[2] == pytest.approx(side["SpacingBetweenSlices"])
             assert zooms[0] * data.shape[0] == pytest.approx(side["FieldOfView"], rel=1e-4)
-            assert data.shape[0] == side["ReconMatrixPE"] and side["MagneticFieldStrength"] == float(r["field_strength"])
+            assert data.shape[0] == side["ReconMatrixPE"]
+            assert side["MagneticFieldStrength"] == float(r["field_strength"])
             # The head is inside the field of view and the stack covers it (top and bottom slices dim).
             profile = data.reshape(-1, data.shape[2]).mean(axis=0)
             assert profile.argmax() not in (0, data.shape[2] - 1)

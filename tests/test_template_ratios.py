@@ -1,4 +1,5 @@
-"""WM/GM ratios measured without segmentation (kerasmyelin.validation.template_ratios).
+"""WM/GM ratios measured without segmentation (kerasmyelin.validation.template_ratios), and the
+MNI priors (mni_priors) and alignment to MNI (mni_alignment) it rests on.
 
 The phantom tests need nothing but nilearn's bundled MNI152 priors. The template tests need the
 real infant templates next to the repository (../shared/data/infant_templates) and skip,
@@ -16,6 +17,8 @@ import pytest
 
 from kerasmyelin.errors import InputError
 from kerasmyelin.levels import LEVEL_KEYS, LEVELS
+from kerasmyelin.validation import mni_alignment as ma
+from kerasmyelin.validation import mni_priors as mp
 from kerasmyelin.validation import template_ratios as tr
 
 TEMPLATES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "infant_templates"
@@ -29,7 +32,7 @@ def _templates() -> Path:
 
 
 def _mni_point_in(mask: np.ndarray, point: tuple[float, float, float]) -> bool:
-    mni = tr.load_mni_priors()
+    mni = mp.load_mni_priors()
     ijk = np.rint(np.linalg.inv(mni.affine) @ [*point, 1.0]).astype(int)[:3]
     return bool(mask[tuple(ijk)])
 
@@ -71,7 +74,7 @@ def test_find_templates_complete(tmp_path):
 
 
 def test_mni_priors_are_cached_and_read_only():
-    a, b = tr.load_mni_priors(), tr.load_mni_priors()
+    a, b = mp.load_mni_priors(), mp.load_mni_priors()
     assert a is b
     assert a.gm.shape == a.wm.shape == a.brain.shape == (197, 233, 189)
     assert 0.0 <= float(a.wm.min()) and float(a.wm.max()) <= 1.0
@@ -80,7 +83,7 @@ def test_mni_priors_are_cached_and_read_only():
 
 
 def test_mni_cerebrum_drops_cerebellum_and_pons_only():
-    mni = tr.load_mni_priors()
+    mni = mp.load_mni_priors()
     for point in [(20, -65, -40), (-20, -65, -40), (0, -60, -25), (0, -28, -35)]:
         assert _mni_point_in(mni.brain, point) and not _mni_point_in(mni.cerebrum, point), point
     for point in [(0, 50, 10), (45, -10, -30), (-45, -10, -30), (0, -30, 60), (0, -20, -8),
@@ -100,7 +103,7 @@ PHANTOM_SHIFT = (7.0, -12.0, 15.0)  # mm
 
 def _phantom(mask_name: str) -> nib.Nifti1Image:
     """WM 2, GM 1, other brain (CSF) 0.3, background 0, on the MNI grid with a new affine."""
-    mni = tr.load_mni_priors()
+    mni = mp.load_mni_priors()
     brain = getattr(mni, mask_name)
     data = np.zeros(brain.shape, np.float32)
     data[brain] = 0.3
@@ -117,25 +120,25 @@ def phantom(request) -> nib.Nifti1Image:
 
 
 def test_alignment_recovers_phantom_affine(phantom):
-    mni = tr.load_mni_priors()
-    mask = tr.brain_mask_from_image(np.asarray(phantom.dataobj))
-    subject_to_mni = tr.align_to_mni(mask, phantom.affine)
+    mni = mp.load_mni_priors()
+    mask = ma.brain_mask_from_image(np.asarray(phantom.dataobj))
+    subject_to_mni = ma.align_to_mni(mask, phantom.affine)
     # Exact answer: subject world -> voxel -> MNI world.
     truth = mni.affine @ np.linalg.inv(phantom.affine)
     np.testing.assert_allclose(np.diag(subject_to_mni)[:3], np.diag(truth)[:3], rtol=0.03)
     for level in LEVELS:
         z = level.mni_landmark[2]
-        k = tr.mni_z_to_axial_index(z, subject_to_mni, phantom.affine, level.mni_landmark[:2])
+        k = ma.mni_z_to_axial_index(z, subject_to_mni, phantom.affine, level.mni_landmark[:2])
         expected = z - mni.affine[2, 3]  # MNI voxels are 1 mm
         assert abs(k - expected) <= 2, (level.key, k, expected)
 
 
 def test_moment_alignment_alone_matches_same_shape():
     """Moments are exact when both masks have the same shape (cerebrum phantom)."""
-    mni = tr.load_mni_priors()
+    mni = mp.load_mni_priors()
     img = _phantom("cerebrum")
-    mask = tr.brain_mask_from_image(np.asarray(img.dataobj))
-    got = tr.moment_alignment(mask, img.affine, mni.cerebrum, mni.affine)
+    mask = ma.brain_mask_from_image(np.asarray(img.dataobj))
+    got = ma.moment_alignment(mask, img.affine, mni.cerebrum, mni.affine)
     truth = mni.affine @ np.linalg.inv(img.affine)
     np.testing.assert_allclose(got[:3, :3], truth[:3, :3], atol=0.01)
     np.testing.assert_allclose(got[:3, 3], truth[:3, 3], atol=1.0)
@@ -232,17 +235,17 @@ def test_template_ratios_finite_and_plausible(newborn_and_toddler):
 
 
 def test_template_alignment_maps_centroid_to_mni(template_images):
-    mni = tr.load_mni_priors()
-    mni_centroid = tr._world_coords(mni.cerebrum, mni.affine).mean(axis=0)
+    mni = mp.load_mni_priors()
+    mni_centroid = ma._world_coords(mni.cerebrum, mni.affine).mean(axis=0)
     for key, img in template_images.items():
-        mask = tr.brain_mask_from_image(np.asarray(img.dataobj))
-        subject_to_mni = tr.align_to_mni(mask, img.affine)
-        centroid = tr._world_coords(mask, img.affine, stride=2).mean(axis=0)
+        mask = ma.brain_mask_from_image(np.asarray(img.dataobj))
+        subject_to_mni = ma.align_to_mni(mask, img.affine)
+        centroid = ma._world_coords(mask, img.affine, stride=2).mean(axis=0)
         mapped = subject_to_mni[:3, :3] @ centroid + subject_to_mni[:3, 3]
         assert np.linalg.norm(mapped - mni_centroid) < 6.0, (key, mapped, mni_centroid)
         # Infants are smaller than the adult MNI brain: every scale > 1, newborns most.
         assert np.all(np.diag(subject_to_mni)[:3] > 1.0), key
-        levels = [tr.mni_z_to_axial_index(lv.mni_landmark[2], subject_to_mni, img.affine)
+        levels = [ma.mni_z_to_axial_index(lv.mni_landmark[2], subject_to_mni, img.affine)
                   for lv in LEVELS]
         assert levels == sorted(levels) and len(set(levels)) == 5, (key, levels)
         assert 0 <= levels[0] and levels[-1] < img.shape[2]

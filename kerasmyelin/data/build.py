@@ -71,7 +71,8 @@ def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | 
                 files[contrast] = {"path": str(path.relative_to(root)),
                                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
             slices = {c: level_table[pid] for c in CONTRASTS}
-            prepared = prepare_subject(volumes, slices, config, sources={c: str(root / files[c]["path"]) for c in CONTRASTS})
+            sources = {c: str(root / files[c]["path"]) for c in CONTRASTS}
+            prepared = prepare_subject(volumes, slices, config, sources=sources)
             for name, img in prepared.items():
                 images.setdefault(name, []).append(img)
             ids.append(pid)

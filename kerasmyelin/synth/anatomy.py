@@ -4,7 +4,7 @@ Grey matter, white matter and brain outline come from the ICBM 2009a symmetric M
 and its tissue probability maps, bundled in the nilearn wheel (nothing is downloaded). Around
 the skull-stripped brain we add the layers a clinical head scan shows: extra-axial CSF (wide in
 infants), skull and scalp. Each white-matter voxel gets the ages at which it turns T1-bright and
-T2-dark (``milestones.py``) and, from those, the delays that drive its relaxation times
+T2-dark (``milestones.py``) and, from those, the maturation speeds that drive its relaxation times
 (``maturation.py``). This is built once per process and shared by every subject.
 """
 

@@ -331,7 +331,13 @@ def simulate_subject(spec: SubjectSpec, *, res_mm: float = 1.5, with_truth: bool
         # Scanner-dependent integer scaling of the stored magnitude image.
         target = rng.uniform(1500, 4000) if scanner.manufacturer == "Philips" else rng.uniform(400, 1200)
         gain = target / max(_sample_percentile(img, 99.9), 1e-6)
-        volumes.append(np.clip(np.rint(img * gain), 0, 32767).astype(np.int16))
+        img *= np.float32(gain)
+        np.rint(img, out=img)
+        np.clip(img, 0, 32767, out=img)
+        # Fortran order is NIfTI's on-disk order: the writer then needs no transposing copy.
+        stored = np.empty(img.shape, dtype=np.int16, order="F")
+        stored[...] = img
+        volumes.append(stored)
         gains.append(round(gain, 6))
 
     pixel = fov / scanner.recon_matrix

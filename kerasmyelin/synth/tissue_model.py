@@ -1,6 +1,6 @@
 """What the simulator needs from the reference anatomy, built once and cached on disk.
 
-Building the anatomy (template loading, resampling, distance maps, milestone fields, delay
+Building the anatomy (template loading, resampling, distance maps, milestone fields, speed
 solving) takes several seconds; every synthetic infant then reuses it. The result is stored in
 the user's cache folder (``$KERASMYELIN_CACHE_DIR``, default ``~/.cache/kerasmyelin``) under a
 key that changes whenever the code or the template it derives from changes, so a stale cache
@@ -29,7 +29,7 @@ _FRACTIONS = anatomy.TISSUES
 
 @dataclass
 class TissueModel:
-    """Tissue fractions on the anatomy grid and the white-matter maturation delays.
+    """Tissue fractions on the anatomy grid and the white-matter maturation speeds.
 
     Attributes:
         affine: 4x4 voxel -> MNI mm of the grid.

@@ -1,0 +1,124 @@
+"""The MNI152 tissue priors bundled with nilearn, and the MNI cerebrum reference mask.
+
+:mod:`kerasmyelin.validation.template_ratios` marks white and grey matter in a brain without
+segmenting it, from adult MNI152 grey- and white-matter priors, and
+:mod:`kerasmyelin.validation.mni_alignment` aligns the brain to MNI against a reference brain
+mask. Both come from the ICBM 2009a symmetric files that ship with nilearn (nothing to
+download), loaded once per process by :func:`load_mni_priors`. The reference is the cerebrum
+only (:func:`mni_cerebrum_mask`) because the infant templates are cut below the midbrain;
+:mod:`kerasmyelin.validation.mni_alignment` gives the measurements behind that choice.
+
+Units: world coordinates in mm (MNI, RAS); priors are probabilities in [0, 1].
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage as ndi
+
+from kerasmyelin.errors import InputError
+
+_MNI_NAME = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+_BRAINSTEM_CUT_Z_MM = -20.0
+
+
+@dataclass(frozen=True)
+class MniPriors:
+    """The ICBM 2009a symmetric priors bundled with nilearn, 1 mm, shape (197, 233, 189).
+
+    Attributes:
+        gm: grey-matter probability, float32 in [0, 1].
+        wm: white-matter probability, float32 in [0, 1].
+        brain: whole-brain mask (``t1 > 0``), bool; includes cerebellum and brainstem.
+        cerebrum: ``brain`` without cerebellum and brainstem below the midbrain, bool.
+        affine: 4x4 voxel -> MNI mm.
+    """
+
+    gm: np.ndarray
+    wm: np.ndarray
+    brain: np.ndarray
+    cerebrum: np.ndarray
+    affine: np.ndarray
+
+
+def _nilearn_data_dir() -> Path:
+    try:
+        import nilearn
+    except ImportError as exc:  # pragma: no cover - nilearn is a dependency
+        raise InputError("nilearn is needed for the bundled MNI152 tissue priors") from exc
+    return Path(os.path.dirname(nilearn.__file__)) / "datasets" / "data"
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    lab, n = ndi.label(mask)
+    if n <= 1:
+        return lab > 0
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def mni_cerebrum_mask(brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Remove cerebellum and lower brainstem from an MNI152 brain mask by a geometric model.
+
+    The tentorium is modelled as the surface ``z = -3 - 0.45*|x| + 0.33*(y + 60)`` (mm),
+    fitted by eye on sagittal slices of the ICBM 2009a T1 (cerebellar top at z ~ -5 at the
+    vermis, ~ -27 at |x| = 50, for y = -60, rising anteriorly); everything below it and
+    behind ``y = -44 + 0.2*|x|`` is cerebellum. The brainstem (-52 < y < -12) is cut at
+    z = -20 mm for |x| < 16 and at z = -26 mm for |x| < 27 (pons and middle cerebellar
+    peduncles; roughly the pontomesencephalic junction, where the infant templates are
+    cut). What is left is opened once and its largest connected component kept
+    (1639 mL of the 1887 mL brain).
+
+    Args:
+        brain: bool array (X, Y, Z), the MNI brain mask.
+        affine: 4x4 voxel -> MNI mm of ``brain``.
+
+    Returns:
+        bool array of the same shape.
+    """
+    i, j, k = np.ogrid[tuple(slice(0, n) for n in brain.shape)]
+    aff = np.asarray(affine, dtype=np.float32)
+    x, y, z = (aff[r, 0] * i + aff[r, 1] * j + aff[r, 2] * k + aff[r, 3] for r in range(3))
+    ax = np.abs(x)
+    tentorium = -3.0 - 0.45 * ax + 0.33 * (y + 60.0)
+    cerebellum = (y < -44.0 + 0.2 * ax) & (z < tentorium)
+    below_cut = ((ax < 16.0) & (z < _BRAINSTEM_CUT_Z_MM)) | ((ax < 27.0) & (z < -26.0))
+    brainstem = below_cut & (y > -52.0) & (y < -12.0)
+    cerebrum = brain & ~cerebellum & ~brainstem
+    return _largest_component(ndi.binary_opening(cerebrum))
+
+
+@functools.lru_cache(maxsize=1)
+def load_mni_priors() -> MniPriors:
+    """Load (once per process) the MNI152 ICBM 2009a GM/WM priors bundled with nilearn.
+
+    Returns:
+        A :class:`MniPriors`; its arrays are read-only and shared between calls.
+
+    Raises:
+        InputError: when a bundled file is missing (names the file).
+    """
+    folder = _nilearn_data_dir()
+    arrays = {}
+    affine = None
+    for tissue in ("t1", "gm", "wm"):
+        path = folder / _MNI_NAME.format(tissue)
+        if not path.is_file():
+            raise InputError("MNI152 prior bundled with nilearn is missing", path)
+        img = nib.load(path)
+        arrays[tissue] = np.asarray(img.dataobj)
+        affine = img.affine.copy()
+    brain = arrays["t1"] > 0
+    gm = arrays["gm"].astype(np.float32) / 255.0
+    wm = arrays["wm"].astype(np.float32) / 255.0
+    cerebrum = mni_cerebrum_mask(brain, affine)
+    for a in (gm, wm, brain, cerebrum, affine):
+        a.setflags(write=False)
+    return MniPriors(gm=gm, wm=wm, brain=brain, cerebrum=cerebrum, affine=affine)
