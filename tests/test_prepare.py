@@ -65,3 +65,13 @@ def test_prepare_volume_errors_name_the_file():
         prepare_volume(vol, np.eye(4), {k: 2 for k in "abcd"}, source="scan.nii.gz")
     with pytest.raises(InputError, match="outside"):
         prepare_volume(vol, np.eye(4), {**{k: 2 for k in "abcd"}, "e": 9}, source="scan.nii.gz")
+
+
+def test_head_mask_opening_matches_scipy_binary_opening():
+    from kerasmyelin.data.prepare import head_mask
+
+    rng = np.random.default_rng(3)
+    vol = ndimage.gaussian_filter(rng.random((50, 40, 3)), (2, 2, 0)) + (rng.random((50, 40, 3)) > 0.995)
+    level = 0.08 * np.percentile(vol, 99.0)
+    opened = ndimage.binary_opening(vol > level, structure=np.ones((3, 3, 1), bool))
+    np.testing.assert_array_equal(head_mask(vol, 0.08), fill_holes_per_slice(opened))

@@ -81,7 +81,10 @@ def head_mask(volume: np.ndarray, threshold: float, step: int = 1) -> np.ndarray
     """
     small = np.asarray(volume[::step, ::step, :], dtype=np.float32)
     level = threshold * float(np.percentile(small, 99.0))
-    mask = ndimage.binary_opening(small > level, structure=np.ones((3, 3, 1), bool))
+    # Opening (3 x 3 in-plane) as min- then max-filter on bytes: same result, far cheaper.
+    mask = (small > level).view(np.uint8)
+    mask = ndimage.maximum_filter(ndimage.minimum_filter(mask, size=(3, 3, 1), mode="constant"),
+                                  size=(3, 3, 1), mode="constant").astype(bool)
     return fill_holes_per_slice(mask)
 
 
@@ -99,7 +102,15 @@ def crop_square(image: np.ndarray, centre: tuple[float, float], side: float) -> 
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Anti-aliased resize of a square image to size x size (area-like when shrinking)."""
+    """Anti-aliased resize of a square image to size x size.
+
+    Shrinking by a factor f first averages k x k blocks (k = floor(f), exact area averaging),
+    then low-passes what is left of the factor before linear interpolation.
+    """
+    k = int(image.shape[0] / size)
+    if k >= 2:
+        n = (image.shape[0] // k) * k
+        image = image[:n, :n].reshape(n // k, k, n // k, k).mean(axis=(1, 3))
     factor = image.shape[0] / size
     if factor > 1:
         image = ndimage.gaussian_filter(image, sigma=0.45 * factor, truncate=2.5)
