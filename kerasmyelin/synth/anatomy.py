@@ -157,15 +157,19 @@ def build_anatomy(res_mm: float = 1.5) -> Anatomy:
     t1, affine = _load_mni("t1")
     gm, _ = _load_mni("gm")
     wm, _ = _load_mni("wm")
-    pad = int(round(_PAD_MM))
-    pads = ((pad, pad), (pad, pad), (pad + 8, pad))
-    t1, gm, wm = (np.pad(a, pads) for a in (t1, gm, wm))
-    origin = affine[:3, 3] - np.array([p[0] for p in pads], dtype=np.float64)
-
     if res_mm != 1.0:
-        # Area-average before subsampling so thin cortex keeps its partial volume.
-        t1, gm, wm = (ndimage.zoom(ndimage.gaussian_filter(a, 0.4 * res_mm), 1.0 / res_mm,
-                                   order=1, prefilter=False) for a in (t1, gm, wm))
+        # Area-average before subsampling so thin cortex keeps its partial volume; output voxel
+        # i samples template voxel i * res_mm exactly, so the new affine is exact.
+        shape = tuple(int(np.floor((n - 1) / res_mm)) + 1 for n in t1.shape)
+        t1, gm, wm = (ndimage.affine_transform(ndimage.gaussian_filter(a, 0.4 * res_mm, truncate=3.0),
+                                               np.full(3, res_mm), output_shape=shape, order=1, prefilter=False)
+                      for a in (t1, gm, wm))
+    # Room for the layers around the brain; the template's brainstem touches its lower edge.
+    pad = int(np.ceil(_PAD_MM / res_mm))
+    pads = ((pad, pad), (pad, pad), (pad + int(np.ceil(8 / res_mm)), pad))
+    t1, gm, wm = (np.pad(a, pads) for a in (t1, gm, wm))
+    origin = affine[:3, 3] - res_mm * np.array([p[0] for p in pads], dtype=np.float64)
+
     brain_f = np.clip(ndimage.gaussian_filter((t1 > 0.02).astype(np.float32), 0.5), 0, 1)
     brain = ndimage.binary_fill_holes(brain_f > 0.5)
     outside_mm = res_mm * ndimage.distance_transform_edt(~brain).astype(np.float32)

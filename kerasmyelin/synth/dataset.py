@@ -143,8 +143,10 @@ def _keep_freed_memory() -> None:
         return
     try:
         libc = ctypes.CDLL(name)
-        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc mallopt parameters
-        libc.mallopt(m_mmap_threshold, 1 << 30)
+        m_trim_threshold, m_mmap_max = -1, -4  # glibc mallopt parameters
+        # No mmap for large blocks (glibc caps the mmap threshold at 32 MB, below our arrays)
+        # and no returning of the heap's top: freed arrays are reused, not faulted in again.
+        libc.mallopt(m_mmap_max, 0)
         libc.mallopt(m_trim_threshold, (1 << 31) - 1)
     except (OSError, AttributeError):  # not glibc: keep the default allocator
         pass
