@@ -33,11 +33,11 @@ def _field_at(x, y, z, depth):
 
 
 def test_gradients_caudal_rostral_posterior_anterior_central_peripheral():
-    plic = _field_at(24, -20, 6, 6)
-    centrum = _field_at(25, -10, 35, 12)
-    occipital_central = _field_at(25, -80, 10, 12)
-    frontal_central = _field_at(25, 35, 10, 12)
-    frontal_peripheral = _field_at(40, 35, 25, 1)
+    plic = _field_at(24, -20, 6, 35)
+    centrum = _field_at(25, -10, 35, 28)
+    occipital_central = _field_at(25, -80, 10, 28)
+    frontal_central = _field_at(25, 35, 10, 28)
+    frontal_peripheral = _field_at(40, 35, 25, 6)
     # caudal (internal capsule) before rostral (centrum semiovale)
     assert plic[1] < centrum[1] and plic[0] < centrum[0]
     # posterior before anterior
@@ -46,8 +46,18 @@ def test_gradients_caudal_rostral_posterior_anterior_central_peripheral():
     assert frontal_central[0] < frontal_peripheral[0] and frontal_central[1] < frontal_peripheral[1]
 
 
+def test_lobar_white_matter_is_split_between_central_and_peripheral():
+    """The depth rule must classify real template voxels both ways, not nearly all one way."""
+    from kerasmyelin.synth.anatomy import build_anatomy
+
+    anat = build_anatomy(1.5)
+    depth = anat.depth_mm[anat.fractions["wm"] > 0.5]
+    assert 0.2 < np.mean(depth > ms.CENTRAL_DEPTH_MM) < 0.5
+    assert 0.1 < np.mean(depth < ms.PERIPHERAL_DEPTH_MM) < 0.4
+
+
 def test_terminal_zone_stays_t2_bright_at_two_years():
-    t1m, t2m = _field_at(30, -38, 14, 8)
+    t1m, t2m = _field_at(30, -38, 14, 25)
     assert t2m > 20
     k1, k2 = solve_rates(np.array([t1m]), np.array([t2m]))
     ratio = wm_gm_signal_ratio(PHILIPS_ACHIEVA_3T.t2w, 3.0, 24.0, k1, k2)[0]

@@ -105,6 +105,8 @@ def test_same_seed_byte_identical_other_seed_different(tmp_path):
     (["--subjects", "-4"], "positive"),
     (["--field-strengths", "7"], "unknown field strength"),
     (["--field-strengths", "3,1.5,0.55"], "unknown field strength"),
+    (["--field-strengths", ","], "field_strengths is empty"),
+    (["--seed", "-1"], "seed must be"),
 ])
 def test_cli_refuses_bad_arguments(tmp_path, capsys, args, message):
     out = tmp_path / "out"
@@ -149,10 +151,33 @@ def test_failure_midway_leaves_nothing_half_written(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_overwrite_replaces_an_existing_cohort(tmp_path):
-    out = tmp_path / "cohort"
+def test_overwrite_refuses_a_folder_kerasmyelin_did_not_write(tmp_path, capsys):
+    out = tmp_path / "home"
     out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    assert main(["synth", "--out", str(out), "--subjects", "1", "--overwrite", "--quiet"]) != 0
+    assert "did not write" in capsys.readouterr().err
+    assert os.listdir(out) == ["thesis.tex"]
+
+
+def test_prepare_refuses_t1_and_t2_on_different_grids(tiny_cohort, tmp_path, capsys):
+    import shutil
+
+    bids = tmp_path / "bids"
+    shutil.copytree(tiny_cohort, bids, ignore=shutil.ignore_patterns("derivatives"))
+    t2 = bids / "sub-001" / "anat" / "sub-001_T2w.nii.gz"
+    img = nib.load(t2)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, 1:], img.affine), t2)
+    levels = tiny_cohort / "derivatives" / "synth_truth" / "truth.tsv"
+    out = tmp_path / "prep"
+    assert main(["prepare", "--bids", str(bids), "--levels", str(levels), "--out", str(out), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "different grids" in err and "sub-001_T1w.nii.gz" in err and not out.exists()
+
+
+def test_overwrite_replaces_an_existing_cohort(tmp_path):
+    out = build_cohort(tmp_path / "cohort", CohortConfig(subjects=1, seed=2), jobs=1, progress=False)
     (out / "old.txt").write_text("old")
-    build_cohort(out, CohortConfig(subjects=1, seed=2), jobs=1, progress=False, overwrite=True)
+    build_cohort(out, CohortConfig(subjects=1, seed=3), jobs=1, progress=False, overwrite=True)
     assert not (out / "old.txt").exists() and (out / "participants.tsv").exists()
     assert sorted(os.listdir(tmp_path)) == ["cohort"]

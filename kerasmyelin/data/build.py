@@ -44,6 +44,15 @@ def bids_anat_file(root: Path, participant_id: str, contrast: str) -> Path:
                      anat)
 
 
+def _check_same_grid(volumes: dict, paths: dict) -> None:
+    """The slice indices are shared by both contrasts, so their grids must agree."""
+    (c1, (d1, a1)), (c2, (d2, a2)) = volumes.items()
+    if d1.shape != d2.shape or not np.allclose(a1, a2, atol=1e-3):
+        raise InputError(f"{c1} and {c2} are on different grids (shapes {d1.shape} and {d2.shape}; "
+                         f"affines differ by up to {np.abs(a1 - a2).max():.3g} mm); "
+                         f"{c2} file: {paths[c2]}", paths[c1])
+
+
 def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | os.PathLike, *,
                  overwrite: bool = False, progress: bool = True, config: PrepConfig = PrepConfig()) -> Path:
     """Prepare every participant of a BIDS folder that has slice levels; write a cache to ``out``."""
@@ -70,6 +79,7 @@ def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | 
                 volumes[contrast] = load_volume(path)
                 files[contrast] = {"path": str(path.relative_to(root)),
                                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            _check_same_grid(volumes, {c: root / files[c]["path"] for c in CONTRASTS})
             slices = {c: level_table[pid] for c in CONTRASTS}
             sources = {c: str(root / files[c]["path"]) for c in CONTRASTS}
             prepared = prepare_subject(volumes, slices, config, sources=sources)

@@ -43,6 +43,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+_MARKERS = ("dataset_description.json", "manifest.json")
+
+
+def written_by_kerasmyelin(folder: Path) -> bool:
+    """Whether ``folder`` holds a top-level description file that kerasmyelin wrote."""
+    for name in _MARKERS:
+        try:
+            if "kerasmyelin" in (folder / name).read_text(errors="replace")[:4096]:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
     """Refuse an output folder that cannot be written or that holds files, unless overwriting.
 
@@ -52,8 +66,12 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(out).expanduser().absolute()
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"{out}: folder is not empty; pass --overwrite to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputError(f"{out}: folder is not empty; pass --overwrite to replace it")
+        if not written_by_kerasmyelin(out):
+            raise OutputError(f"{out}: refusing to replace a folder kerasmyelin did not write "
+                              f"(no {' or '.join(_MARKERS)} naming kerasmyelin); remove it yourself")
     parent = out.parent
     while not parent.exists():
         parent = parent.parent

@@ -39,7 +39,7 @@ class Anatomy:
         t1_mid, t2_mid: (X, Y, Z) float32 age in months at which the white matter there turns
             T1-bright / T2-dark in a typical infant (meaningful where white matter is present).
         wm_index: flat indices of voxels with white matter, where maturation is computed.
-        depth_mm: (X, Y, Z) float32 depth below the cortex of white matter (adult scale).
+        depth_mm: (X, Y, Z) float32 depth below the brain's outer surface (adult-scale mm).
     """
 
     affine: np.ndarray
@@ -118,7 +118,7 @@ def _lobar_timing(coords, depth_mm: np.ndarray, attr: str) -> np.ndarray:
     """Milestone age of lobar white matter from its position and depth."""
     _, y, z = coords
     frontal = _smoothstep((y - ms.Y_OCCIPITAL) / (ms.Y_FRONTAL - ms.Y_OCCIPITAL))
-    central = _smoothstep(depth_mm / ms.CENTRAL_DEPTH_MM)
+    central = _smoothstep((depth_mm - ms.PERIPHERAL_DEPTH_MM) / (ms.CENTRAL_DEPTH_MM - ms.PERIPHERAL_DEPTH_MM))
     central_mid = ((1 - frontal) * getattr(ms.CENTRAL_OCCIPITAL, attr)
                    + frontal * getattr(ms.CENTRAL_FRONTAL, attr))
     high = _smoothstep((z - ms.Z_CENTRUM) / 10.0 + 0.5)
@@ -183,7 +183,9 @@ def build_anatomy(res_mm: float = 1.5) -> Anatomy:
     skull = np.clip(ramp(SKULL_MM) - ramp(EXTRA_AXIAL_CSF_MM), 0, 1) * (1 - brain_f)
     scalp = np.clip(ramp(SCALP_MM) - ramp(SKULL_MM), 0, 1) * (1 - brain_f)
     csf = csf + outer_csf
-    depth_mm = res_mm * ndimage.distance_transform_edt(wm > 0.5).astype(np.float32)
+    # Depth below the brain's outer surface: "central" and "peripheral" in the milestone table
+    # mean deep (periventricular) and subcortical white matter.
+    depth_mm = res_mm * ndimage.distance_transform_edt(brain).astype(np.float32)
     fractions = {"wm": wm, "gm": gm, "csf": csf, "skull": skull, "scalp": scalp}
     fractions = {k: np.clip(v, 0, 1).astype(np.float32) for k, v in fractions.items()}
     new_affine = np.diag([res_mm, res_mm, res_mm, 1.0])

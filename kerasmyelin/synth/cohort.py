@@ -7,7 +7,7 @@ at 3 T (Philips) and 24 at 1.5 T (Siemens).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,6 +49,10 @@ class CohortConfig:
     def __post_init__(self):
         if isinstance(self.subjects, bool) or not isinstance(self.subjects, (int, np.integer)) or self.subjects <= 0:
             raise ValueError(f"subjects must be a positive whole number, got {self.subjects!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if not self.field_strengths:
+            raise ValueError("field_strengths is empty; give at least one of 1.5 and 3")
         for fs in self.field_strengths:
             check_field_strength(fs)
         lo, hi = self.age_range_months
@@ -75,14 +79,10 @@ class SubjectSpec:
     regional_jitter_months: float
     motion: bool
     seed: int
-    extra: dict = field(default_factory=dict)
 
     @property
     def manufacturer(self) -> str:
         return SCANNERS[self.field_strength].manufacturer
-
-    def as_row(self) -> dict:
-        return asdict(self)
 
 
 def _gestational_age(rng: np.random.Generator, corrected: float) -> float:

@@ -18,7 +18,6 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import os
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,8 +42,9 @@ _PARTICIPANTS_JSON = {
     "sex": {"Description": "sex of the infant", "Levels": {"M": "male", "F": "female"}},
     "gestational_age_weeks": {"Description": "gestational age at birth", "Units": "weeks"},
     "chronological_age_months": {"Description": "age at scan since birth", "Units": "months"},
-    "age_months": {"Description": "corrected age at scan: chronological age minus the time born "
-                                  "before 40 weeks' gestation (the label)", "Units": "months"},
+    "age_months": {"Description": "corrected age at scan (the label): chronological age minus "
+                                  "(40 - gestational_age_weeks) weeks, so post-term births add time",
+                   "Units": "months"},
     "field_strength": {"Description": "scanner field strength", "Units": "T"},
     "manufacturer": {"Description": "scanner manufacturer (synthetic protocol after Wada et al. 2019)"},
 }
@@ -120,12 +120,11 @@ def build_cohort(out: str | os.PathLike, config: CohortConfig = CohortConfig(), 
     """
     specs = draw_cohort(config)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(specs)))
-    started = time.perf_counter()
     with staged_dir(out, overwrite) as tmp:
         warm_up(res_mm)  # built once here, inherited by forked workers
         results = _run(specs, tmp, prep, res_mm, jobs, progress)
         results.sort(key=lambda r: r["spec"].participant_id)
-        _write_tables(tmp, config, results, prep, started)
+        _write_tables(tmp, config, results, prep)
     return Path(out).expanduser().absolute()
 
 
@@ -166,15 +165,20 @@ def _run(specs, tmp: Path, prep: PrepConfig, res_mm: float, jobs: int, progress:
             ctx = multiprocessing.get_context("fork")
             with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_keep_freed_memory) as pool:
                 futures = [pool.submit(_make_subject, s, str(tmp), prep, res_mm) for s in specs]
-                for fut in cf.as_completed(futures):
-                    results.append(fut.result())
-                    bar.update()
+                try:
+                    for fut in cf.as_completed(futures):
+                        results.append(fut.result())
+                        bar.update()
+                except BaseException:
+                    # Do not simulate the rest of the cohort before reporting the failure.
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
     finally:
         bar.close()
     return results
 
 
-def _write_tables(root: Path, config: CohortConfig, results: list[dict], prep: PrepConfig, started: float):
+def _write_tables(root: Path, config: CohortConfig, results: list[dict], prep: PrepConfig):
     specs = [r["spec"] for r in results]
     rows = [dict(asdict(s), manufacturer=s.manufacturer) for s in specs]
     write_text_atomic(root / "participants.tsv", _tsv(rows, PARTICIPANT_COLUMNS))
@@ -220,3 +224,8 @@ def _write_tables(root: Path, config: CohortConfig, results: list[dict], prep: P
     }
     write_cache(root / TENSLICE_DIR, images, [s.participant_id for s in specs],
                 [s.age_months for s in specs], manifest)
+    write_text_atomic(root / TENSLICE_DIR / "dataset_description.json", _json({
+        "Name": "kerasmyelin ten-slice input set", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "kerasmyelin", "Version": __version__}],
+        "Description": "The ten 128x128 images per infant of Wada et al. 2019 (T1w and T2w at levels a-e); "
+                       "see manifest.json."}))

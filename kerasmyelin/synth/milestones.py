@@ -69,8 +69,12 @@ CENTRUM_SEMIOVALE = Milestone("centrum semiovale", (2, 6), (7, 11))
 # Terminal zones stay T2-bright until 20-40 months (Parazzini, AJNR 2002).
 TERMINAL_ZONE = Milestone("peritrigonal terminal zone", (4, 7), (20, 40), ((22, 36), (-48, -28), (2, 26)))
 
-# White matter deeper than this below the cortex (mm, adult MNI scale) counts as central.
-CENTRAL_DEPTH_MM = 8.0
+# Depth below the brain's outer surface (mm, adult MNI scale): white matter shallower than
+# PERIPHERAL_DEPTH_MM is subcortical ("peripheral"), deeper than CENTRAL_DEPTH_MM is central, with
+# a smooth ramp between. In the template, white matter lies 10-38 mm deep (10th-90th centile,
+# median 21 mm).
+PERIPHERAL_DEPTH_MM = 12.0
+CENTRAL_DEPTH_MM = 24.0
 # The antero-posterior ramp from occipital (y <= Y_OCCIPITAL) to frontal (y >= Y_FRONTAL).
 Y_OCCIPITAL = -60.0
 Y_FRONTAL = 10.0
