@@ -79,9 +79,12 @@ def test_scanners_show_different_contrast():
 
 
 def test_tissue_model_cache_round_trip(tmp_path, monkeypatch):
+    import os
+
     from kerasmyelin.synth import tissue_model as tm
 
     monkeypatch.setenv("KERASMYELIN_CACHE_DIR", str(tmp_path))
+    assert tm.cache_dir() == tmp_path
     built = tm._build(1.5)
     path = tmp_path / "model.npz"
     tm._save(built, path)
@@ -90,7 +93,9 @@ def test_tissue_model_cache_round_trip(tmp_path, monkeypatch):
         np.testing.assert_array_equal(built.fractions[name], loaded.fractions[name])
     np.testing.assert_array_equal(built.k1, loaded.k1)
     np.testing.assert_array_equal(built.wm_coords, loaded.wm_coords)
-    assert oct(path.stat().st_mode & 0o777) != "0o600"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_separable_zero_filled_inverse_equals_the_full_one():

@@ -11,13 +11,12 @@ T2-dark (``milestones.py``) and, from those, the maturation speeds that drive it
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from kerasmyelin.io.mni import load_mni
 from kerasmyelin.synth import milestones as ms
 
 TISSUES: tuple[str, ...] = ("wm", "gm", "csf", "skull", "scalp")
@@ -70,27 +69,6 @@ class Anatomy:
             hi.append(idx[-1])
         corners = np.array([lo, hi], dtype=np.float64)
         return corners * np.diag(self.affine)[:3] + self.affine[:3, 3]
-
-
-def _mni_file(name: str) -> str:
-    # find_spec locates the wheel without importing nilearn (which pulls in pandas and sklearn).
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("nilearn is not installed; it bundles the MNI152 template the "
-                                "synthetic cohort is built from (pip install nilearn)")
-    path = os.path.join(os.path.dirname(spec.origin), "datasets", "data",
-                        f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: the MNI152 template that nilearn bundles is missing; "
-                                "reinstall nilearn (pip install nilearn)")
-    return path
-
-
-def _load_mni(name: str) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
-
-    img = nib.load(_mni_file(name))
-    return np.asarray(img.dataobj, dtype=np.float32) / 255.0, img.affine
 
 
 def _smoothstep(x: np.ndarray) -> np.ndarray:
@@ -154,9 +132,9 @@ def milestone_fields(coords, depth_mm: np.ndarray) -> tuple[np.ndarray, np.ndarr
 @functools.lru_cache(maxsize=2)
 def build_anatomy(res_mm: float = 1.5) -> Anatomy:
     """Build (once per process and resolution) the reference anatomy at ``res_mm`` mm."""
-    t1, affine = _load_mni("t1")
-    gm, _ = _load_mni("gm")
-    wm, _ = _load_mni("wm")
+    t1, affine = load_mni("t1")
+    gm, _ = load_mni("gm")
+    wm, _ = load_mni("wm")
     if res_mm != 1.0:
         # Area-average before subsampling so thin cortex keeps its partial volume; output voxel
         # i samples template voxel i * res_mm exactly, so the new affine is exact.

@@ -5,7 +5,8 @@ brain-mask volumes of 196 real infants aged 10-821 days in
 ``shared/data/brain_volume_by_age/brain_mask_volumes.csv`` (Baby Connectome Project, MIT
 licence). Only the three fitted numbers live here; ``tests/test_growth.py`` re-fits the curve
 from that file where it is present and checks it still agrees. The residual spread of that fit
-(standard deviation of log volume 0.091) is used as the between-subject variation.
+(standard deviation of log volume 0.091) includes the sex difference; the cohort draws 0.8 of
+it around the sex-specific median.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ class Scan:
         affine: 4x4 voxel -> scanner RAS mm (shared by both contrasts).
         level_slices: level key -> index of the slice through that level's landmark.
         nuisance: the random acquisition effects that were drawn (recorded as ground truth).
-        truth: only with ``with_truth``: noise-free signals and tissue fractions at the
-            acquired matrix, keyed "t1w", "t2w", "wm", "gm", "csf".
+        truth: only with ``with_truth``: noise-free signals and tissue fractions on the
+            sampling grid (before k-space zero-filling), keyed "t1w", "t2w", "wm", "gm", "csf".
     """
 
     t1w: np.ndarray

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kerasmyelin import __version__
+from kerasmyelin.io.mni import mni_file
 from kerasmyelin.synth import anatomy, maturation, milestones, relaxation, sequences
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _cache_key(res_mm: float) -> str:
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     for name in ("t1", "gm", "wm"):
-        h.update(str(os.path.getsize(anatomy._mni_file(name))).encode())
+        h.update(str(os.path.getsize(mni_file(name))).encode())
     return h.hexdigest()[:20]
 
 

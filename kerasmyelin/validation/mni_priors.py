@@ -14,17 +14,13 @@ Units: world coordinates in mm (MNI, RAS); priors are probabilities in [0, 1].
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from kerasmyelin.errors import InputError
+from kerasmyelin.io.mni import load_mni
 
-_MNI_NAME = "mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
 _BRAINSTEM_CUT_Z_MM = -20.0
 
 
@@ -45,14 +41,6 @@ class MniPriors:
     brain: np.ndarray
     cerebrum: np.ndarray
     affine: np.ndarray
-
-
-def _nilearn_data_dir() -> Path:
-    try:
-        import nilearn
-    except ImportError as exc:  # pragma: no cover - nilearn is a dependency
-        raise InputError("nilearn is needed for the bundled MNI152 tissue priors") from exc
-    return Path(os.path.dirname(nilearn.__file__)) / "datasets" / "data"
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -105,19 +93,10 @@ def load_mni_priors() -> MniPriors:
     Raises:
         InputError: when a bundled file is missing (names the file).
     """
-    folder = _nilearn_data_dir()
-    arrays = {}
-    affine = None
-    for tissue in ("t1", "gm", "wm"):
-        path = folder / _MNI_NAME.format(tissue)
-        if not path.is_file():
-            raise InputError("MNI152 prior bundled with nilearn is missing", path)
-        img = nib.load(path)
-        arrays[tissue] = np.asarray(img.dataobj)
-        affine = img.affine.copy()
-    brain = arrays["t1"] > 0
-    gm = arrays["gm"].astype(np.float32) / 255.0
-    wm = arrays["wm"].astype(np.float32) / 255.0
+    t1, affine = load_mni("t1")
+    gm, _ = load_mni("gm")
+    wm, _ = load_mni("wm")
+    brain = t1 > 0
     cerebrum = mni_cerebrum_mask(brain, affine)
     for a in (gm, wm, brain, cerebrum, affine):
         a.setflags(write=False)

@@ -59,7 +59,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from kerasmyelin.errors import InputError
-from kerasmyelin.levels import LEVELS
+from kerasmyelin.levels import CONTRASTS, LEVELS
 from kerasmyelin.validation.mni_alignment import (
     _bbox,
     align_to_mni,
@@ -71,7 +71,6 @@ from kerasmyelin.validation.mni_priors import load_mni_priors
 TEMPLATE_MONTHS: tuple[int, ...] = (0, 6, 9, 12, 24)
 """Ages (months) of the infant templates, ``Template-Month{m}-{contrast}.nii.gz``."""
 
-TEMPLATE_CONTRASTS: tuple[str, ...] = ("T1w", "T2w")
 
 SLAB_THICKNESS_MM: float = 5.0
 """Thickness of the axial slab measured at each level, in subject mm."""
@@ -293,7 +292,7 @@ def find_templates(root: str | os.PathLike) -> dict[tuple[int, str], Path]:
     found: dict[tuple[int, str], Path] = {}
     missing: list[str] = []
     for month in TEMPLATE_MONTHS:
-        for contrast in TEMPLATE_CONTRASTS:
+        for contrast in CONTRASTS:
             path = folder / f"Template-Month{month}-{contrast}.nii.gz"
             if path.is_file():
                 found[(month, contrast)] = path
