@@ -29,3 +29,33 @@ def tiny_cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cohort") / "tiny"
     config = CohortConfig(subjects=4, seed=11, fraction_low_field=0.5)
     return build_cohort(out, config, jobs=2, progress=False)
+
+
+SMOKE_YAML = REPO / "experiments" / "smoke.yaml"
+
+
+def learnable_tenslice(folder: Path, n: int = 16, size: int = 32, seed: int = 0) -> Path:
+    """A ten-slice cache of ``n`` fake infants whose images brighten (T1w) and darken (T2w)
+    with age, so a tiny network can learn something in two epochs."""
+    import numpy as np
+
+    from kerasmyelin.data.cache import write_cache
+    from kerasmyelin.levels import INPUT_NAMES
+
+    rng = np.random.default_rng(seed)
+    ages = np.linspace(-1.5, 23.5, n).astype(np.float32)
+    images = {}
+    for name in INPUT_NAMES:
+        level = ages[:, None, None] / 24.0
+        signal = level if name.startswith("t1w") else 1.0 - level
+        base = 0.1 * rng.random((n, size, size), dtype=np.float32)
+        base[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] += signal
+        images[name] = base
+    ids = [f"sub-{i + 1:03d}" for i in range(n)]
+    return write_cache(folder, images, ids, ages, {"created_by": "kerasmyelin tests"})
+
+
+@pytest.fixture(scope="session")
+def tiny_tenslice(tmp_path_factory) -> Path:
+    """Folder of a 16-infant, 32x32 learnable ten-slice cache (see ``learnable_tenslice``)."""
+    return learnable_tenslice(tmp_path_factory.mktemp("tenslice") / "tenslice")

@@ -60,3 +60,22 @@ def test_bad_fold_counts(folds, error):
     ids, ages = _cohort(20)
     with pytest.raises(error):
         make_folds(ids, ages, folds)
+
+
+def test_validation_share_is_carved_from_training_only_and_spread_over_ages():
+    ids = [f"sub-{i:03d}" for i in range(40)]
+    ages = np.linspace(-1.5, 23.5, 40)
+    for fold in make_folds(ids, ages, 4, seed=3, validation_fraction=0.2):
+        train, val, test = set(fold["train"]), set(fold["validation"]), set(fold["test"])
+        assert not (train & val or train & test or val & test)
+        assert train | val | test == set(ids)
+        assert len(val) == 6  # 20% of 30
+        val_ages = sorted(ages[ids.index(p)] for p in val)
+        assert val_ages[0] < 6 and val_ages[-1] > 16  # not all from one end of the age range
+
+
+def test_splits_with_an_infant_in_train_and_validation_are_refused(tmp_path):
+    path = tmp_path / "splits.json"
+    path.write_text('{"seed": 0, "folds": [{"train": ["a", "b"], "validation": ["b"], "test": ["c"]}]}')
+    with pytest.raises(InputError, match="train and validation"):
+        load_splits(path)

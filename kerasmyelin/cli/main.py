@@ -7,10 +7,11 @@ import logging
 import sys
 
 from kerasmyelin import __version__
-from kerasmyelin.cli import prepare_cmd, synth_cmd, validate_cmd
+from kerasmyelin.cli import (evaluate_cmd, predict_cmd, prepare_cmd, reproduce_cmd, synth_cmd, train_cmd,
+                             validate_cmd)
 from kerasmyelin.errors import KerasMyelinError
 
-COMMANDS = (synth_cmd, prepare_cmd, validate_cmd)
+COMMANDS = (reproduce_cmd, synth_cmd, prepare_cmd, validate_cmd, train_cmd, evaluate_cmd, predict_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

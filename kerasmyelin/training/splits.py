@@ -18,7 +18,8 @@ from kerasmyelin.errors import ConfigError, InputError
 from kerasmyelin.io.atomic import write_text_atomic
 
 
-def make_folds(participant_id, age_months, folds: int = 4, seed: int = 0) -> list[dict[str, list[str]]]:
+def make_folds(participant_id, age_months, folds: int = 4, seed: int = 0,
+               validation_fraction: float = 0.0) -> list[dict[str, list[str]]]:
     """Split infants into ``folds`` folds of near-equal size and age distribution.
 
     Args:
@@ -26,9 +27,11 @@ def make_folds(participant_id, age_months, folds: int = 4, seed: int = 0) -> lis
         age_months: (N,) ages, used only to balance the folds.
         folds: number of folds (>= 2).
         seed: random seed.
+        validation_fraction: share of each fold's training infants set aside (age-balanced)
+            to monitor training; 0 for none.
 
     Returns:
-        One dict per fold: {"train": [ids], "test": [ids]}, ids sorted.
+        One dict per fold: {"train": [ids], "validation": [ids], "test": [ids]}, ids sorted.
     """
     ids = np.asarray(participant_id, dtype=str)
     ages = np.asarray(age_months, dtype=np.float64)
@@ -51,9 +54,32 @@ def make_folds(participant_id, age_months, folds: int = 4, seed: int = 0) -> lis
     out = []
     for f in range(folds):
         test = sorted(u for u in unique if fold_of[u] == f)
-        train = sorted(u for u in unique if fold_of[u] != f)
-        out.append({"train": train, "test": test})
+        train = [u for u in order if fold_of[u] != f]
+        validation = _spread_pick(train, validation_fraction, rng)
+        out.append({"train": sorted(set(train) - set(validation)), "validation": sorted(validation),
+                    "test": test})
     return out
+
+
+def holdout(participant_id, age_months, validation_fraction: float, seed: int = 0) -> dict[str, list[str]]:
+    """All infants for training but an age-balanced validation share (for a final model)."""
+    ids = np.asarray(participant_id, dtype=str)
+    ages = np.asarray(age_months, dtype=np.float64)
+    unique = sorted(set(ids.tolist()))
+    mean_age = {u: float(ages[ids == u].mean()) for u in unique}
+    order = sorted(unique, key=lambda u: (mean_age[u], u))
+    validation = _spread_pick(order, validation_fraction, np.random.default_rng(seed))
+    return {"train": sorted(set(order) - set(validation)), "validation": sorted(validation), "test": []}
+
+
+def _spread_pick(ordered: list[str], fraction: float, rng) -> list[str]:
+    """About ``fraction`` of ``ordered`` (sorted by age), evenly spread over it from a random start."""
+    if fraction <= 0 or len(ordered) < 2:
+        return []
+    count = max(1, int(round(fraction * len(ordered))))
+    step = len(ordered) / count
+    start = rng.uniform(0, step)
+    return [ordered[min(len(ordered) - 1, int(start + i * step))] for i in range(count)]
 
 
 def save_splits(path: str | os.PathLike, splits: list[dict[str, list[str]]], seed: int) -> Path:
@@ -71,9 +97,14 @@ def load_splits(path: str | os.PathLike) -> list[dict[str, list[str]]]:
         raise InputError(f"not a splits file ({exc})", path) from None
     seen = set()
     for i, fold in enumerate(folds):
-        test, train = set(fold["test"]), set(fold["train"])
-        if test & train:
-            raise InputError(f"fold {i}: {sorted(test & train)[:3]} in both train and test", path)
+        try:
+            test, train, validation = set(fold["test"]), set(fold["train"]), set(fold.get("validation", []))
+        except (KeyError, TypeError, AttributeError):
+            raise InputError(f"fold {i} lacks train or test lists", path) from None
+        for a, b, what in ((test, train, "train and test"), (test, validation, "validation and test"),
+                           (train, validation, "train and validation")):
+            if a & b:
+                raise InputError(f"fold {i}: {sorted(a & b)[:3]} in both {what}", path)
         if test & seen:
             raise InputError(f"fold {i}: {sorted(test & seen)[:3]} already tested in another fold", path)
         seen |= test

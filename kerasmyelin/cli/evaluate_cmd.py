@@ -1,0 +1,45 @@
+"""``kerasmyelin evaluate``: cross-validate an experiment and report the paper's metrics."""
+
+from __future__ import annotations
+
+import argparse
+
+from kerasmyelin.cli.experiment_args import add_experiment_arguments, experiment_from_args
+from kerasmyelin.errors import InputError
+
+NAME = "evaluate"
+HELP = ("Cross-validate an experiment by subject (training any fold not yet trained) and report Spearman r, "
+        "RMSE, MAE, Bland-Altman and per-age-bin errors beside the oracle floor, with the Figure 4 scatter.")
+EXAMPLES = """examples:
+  kerasmyelin evaluate --config experiments/paper_simple.yaml --data cohort/derivatives/tenslice --out runs/simple
+  kerasmyelin evaluate --out runs/simple               # gather folds trained as separate jobs
+  kerasmyelin evaluate --out runs/simple --no-train    # report only; fails if a fold is missing
+Writes metrics.json and figure4.png in the run folder.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_experiment_arguments(p, required=False)
+    p.add_argument("--out", required=True, help="run folder (created, or reopened)")
+    p.add_argument("--no-train", action="store_true", help="do not train missing folds; only gather and report")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kerasmyelin.evaluation.report import format_summary, synthetic_truth, write_report
+    from kerasmyelin.training.experiment import fold_dir, gather_predictions, open_run, run_fold, stored_data_dir
+
+    config = experiment_from_args(args, stored_ok=True)
+    run_dir, config, data, splits = open_run(args.out, config, args.data)
+    if not args.no_train:
+        for fold in range(len(splits)):
+            run_fold(run_dir, config, data, splits, fold, progress=not args.quiet)
+    predictions = gather_predictions(run_dir, len(splits))
+    if predictions is None:
+        missing = [str(fold_dir(run_dir, k)) for k in range(len(splits))
+                   if not (fold_dir(run_dir, k) / "predictions.csv").exists()]
+        raise InputError(f"folds not trained yet: {', '.join(missing)} (drop --no-train to train them)", run_dir)
+    truth = synthetic_truth(stored_data_dir(run_dir))
+    report = write_report(run_dir, predictions, config, truth)
+    print(format_summary(report))
+    print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'figure4.png'}")
+    return 0

@@ -1,0 +1,84 @@
+"""Figures people look at: the learning curve (like Neural Network Console's) and the paper's
+Figure 4 scatter of estimated against corrected age. Each is written atomically as PNG."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kerasmyelin.io.atomic import write_bytes_atomic
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return write_bytes_atomic(Path(path), buf.getvalue())
+
+
+def save_learning_curve(rows: list[dict[str, float]], path: str | os.PathLike, title: str) -> Path:
+    """Cost (training loss, squared months), training error and validation error (MAE, months)
+    per epoch, on a log scale as Neural Network Console draws them.
+
+    Args:
+        rows: ``callbacks.read_history`` rows with "epoch", "loss" and optionally "mae", "val_mae".
+    """
+    plt = _pyplot()
+    epochs = np.array([r["epoch"] + 1 for r in rows])
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    series = [("loss", "cost (squared error, months²)", "tab:blue"),
+              ("mae", "training error (MAE, months)", "tab:orange"),
+              ("val_mae", "validation error (MAE, months)", "tab:green")]
+    for key, label, colour in series:
+        values = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+        if np.isfinite(values).any():
+            ax.plot(epochs, values, label=label, color=colour, lw=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def save_scatter(panels: list[dict], path: str | os.PathLike, title: str | None = None) -> Path:
+    """The paper's Figure 4: estimated vs corrected age with the identity line, one panel per model.
+
+    Args:
+        panels: [{"label": str, "true": (N,) months, "predicted": (N,) months, "metrics": dict
+                 from ``age_metrics`` (optional)}, ...].
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    all_ages = np.concatenate([np.r_[p["true"], p["predicted"]] for p in panels])
+    lo, hi = float(min(-2.0, all_ages.min() - 1)), float(max(26.0, all_ages.max() + 1))
+    for ax, panel in zip(axes[0], panels):
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, ls="--", label="identity")
+        ax.scatter(panel["true"], panel["predicted"], s=14, alpha=0.8, edgecolor="none")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+        ax.set_xlabel("corrected age (months)")
+        ax.set_ylabel("estimated age (months)")
+        m = panel.get("metrics")
+        text = panel["label"]
+        if m:
+            text += f"\nr = {m['spearman_r']:.2f}, RMSE {m['rmse']:.2f}, MAE {m['mae']:.2f}"
+        ax.set_title(text, fontsize=9)
+        ax.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

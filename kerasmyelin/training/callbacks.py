@@ -1,0 +1,214 @@
+"""The one callback factory for training runs, and the few callbacks Keras lacks.
+
+One role per checkpoint (nnU-Net's convention): ``backup/`` to resume a killed run,
+``best.keras`` (lowest validation loss so far, kept across restarts) and ``final.keras``
+(written by ``fit.train_network`` when training ends). Beside them: ``history.csv`` (one row per
+epoch), ``learning_curve.png`` (cost, training and validation error, like Neural Network
+Console's plot) and ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+from kerasmyelin.io.atomic import write_text_atomic
+
+BACKUP_DIR = "backup"
+BEST_FILE = "best.keras"
+BEST_INFO = "best.json"
+HISTORY_FILE = "history.csv"
+CURVE_FILE = "learning_curve.png"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def save_keras_atomic(model, path: str | os.PathLike) -> Path:
+    """``model.save`` to a temporary sibling, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
+    """Rows of ``history.csv``, one per epoch; an epoch logged twice (rerun after a resume)
+    keeps its last row."""
+    rows: dict[int, dict[str, float]] = {}
+    try:
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                values = {k: _number(v) for k, v in row.items() if k and v not in (None, "")}
+                if math.isfinite(values.get("epoch", math.nan)):
+                    rows[int(values["epoch"])] = values
+    except FileNotFoundError:
+        return []
+    return [rows[e] for e in sorted(rows)]
+
+
+def _number(text: str) -> float:
+    """A CSV cell as a float; CSVLogger's "NA" (no validation that epoch) and junk become NaN."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _keras_callbacks():
+    """Callback classes built on Keras (made when Keras is first needed, not at import)."""
+    import keras
+
+    class PeriodicBackup(keras.callbacks.BackupAndRestore):
+        """``BackupAndRestore`` that saves every ``every`` epochs (weights and optimizer state,
+        two generations kept) instead of every epoch: a backup costs ~80 MB of writing."""
+
+        def __init__(self, backup_dir, every: int):
+            super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True)
+            self.every = every
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._current_epoch = epoch + 1
+            self._last_batch_seen = 0
+            if (epoch + 1) % self.every == 0:
+                self._save_model()
+
+    class BestCheckpoint(keras.callbacks.Callback):
+        """Keep the weights with the lowest ``monitor`` in ``best.keras`` (no optimizer state).
+
+        The best weights are held in memory and written (atomically, with ``best.json`` giving
+        the epoch and value) when a backup is taken and when training ends, so the file on disk
+        always belongs to the state a resumed run starts from, and improving epochs early in a
+        run do not each cost a file write.
+        """
+
+        def __init__(self, folder, every: int, monitor: str = "val_loss"):
+            super().__init__()
+            self.folder = Path(folder)
+            self.every = every
+            self.monitor = monitor
+            self.best = math.inf
+            self._pending = None
+
+        def on_train_begin(self, logs=None):
+            self._pending = None
+            try:
+                self.best = float(json.loads((self.folder / BEST_INFO).read_text())[self.monitor])
+            except (OSError, ValueError, KeyError):
+                self.best = math.inf
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(self.monitor)
+            if value is not None and math.isfinite(value) and value < self.best:
+                self.best = float(value)
+                self._pending = (epoch + 1, self.best, [w.copy() for w in self.model.get_weights()])
+            if (epoch + 1) % self.every == 0:
+                self._flush()
+
+        def on_train_end(self, logs=None):
+            self._flush()
+
+        def _flush(self):
+            if self._pending is None:
+                return
+            epoch, value, weights = self._pending
+            shadow = keras.models.clone_model(self.model)
+            shadow.set_weights(weights)
+            save_keras_atomic(shadow, self.folder / BEST_FILE)
+            write_text_atomic(self.folder / BEST_INFO, json.dumps({"epoch": epoch, self.monitor: value}) + "\n")
+            self._pending = None
+
+    class LearningCurve(keras.callbacks.Callback):
+        """Redraw ``learning_curve.png`` from ``history.csv`` every ``every`` epochs and at the end."""
+
+        def __init__(self, folder, every: int, title: str):
+            super().__init__()
+            self.folder = Path(folder)
+            self.every = every
+            self.title = title
+
+        def _draw(self):
+            from kerasmyelin.evaluation.plots import save_learning_curve
+
+            rows = read_history(self.folder / HISTORY_FILE)
+            if rows:
+                save_learning_curve(rows, self.folder / CURVE_FILE, self.title)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if (epoch + 1) % self.every == 0:
+                self._draw()
+
+        def on_train_end(self, logs=None):
+            self._draw()
+
+    class EpochProgress(keras.callbacks.Callback):
+        """One progress bar per network, one tick per epoch, with the latest errors."""
+
+        def __init__(self, epochs: int, description: str):
+            super().__init__()
+            self.epochs = epochs
+            self.description = description
+            self.bar = None
+
+        def on_train_begin(self, logs=None):
+            from tqdm.auto import tqdm
+
+            start = getattr(self.model, "_initial_epoch", 0) or 0
+            self.bar = tqdm(total=self.epochs, initial=start, desc=self.description, unit="epoch",
+                            dynamic_ncols=True)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            shown = {k: f"{logs[k]:.3g}" for k in ("loss", "mae", "val_mae") if k in logs}
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            if self.bar is not None:
+                self.bar.close()
+
+    return PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress
+
+
+def make_callbacks(folder: str | os.PathLike, train, *, validation: bool, title: str,
+                   progress: bool = True) -> list:
+    """All callbacks of one network's training run.
+
+    Args:
+        folder: the network's run folder.
+        train: ``TrainConfig`` (epochs, backup and plot intervals, early stopping).
+        validation: whether a validation set is passed to ``fit`` (best checkpoint, early stop).
+        title: shown on the progress bar and the learning curve.
+        progress: show a progress bar.
+
+    Returns:
+        Keras callbacks in the order they must run (the CSV row exists before the curve is drawn).
+    """
+    import keras
+
+    PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress = _keras_callbacks()
+    folder = Path(folder)
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(str(folder / HISTORY_FILE), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(folder / TENSORBOARD_DIR), write_graph=True,
+                                    profile_batch=0),
+        LearningCurve(folder, train.curve_every_epochs, title),
+    ]
+    if validation:
+        callbacks.append(BestCheckpoint(folder, train.backup_every_epochs))
+        if train.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(patience=train.early_stopping_patience,
+                                                           restore_best_weights=False))
+    # Last, so a backup records an epoch only after everything else has logged it.
+    callbacks.append(PeriodicBackup(folder / BACKUP_DIR, train.backup_every_epochs))
+    if progress:
+        callbacks.insert(0, EpochProgress(train.epochs, title))
+    return callbacks

@@ -1,0 +1,240 @@
+"""An experiment's run folder: resolved config, data fingerprint, splits, and one folder per fold.
+
+```
+RUN/
+  config.yaml      the resolved ExperimentConfig (defaults + YAML + overrides)
+  run.json         which ten-slice cache (path and sha256) the run uses
+  splits.json      the cross-validation folds (by participant id), each with a validation share
+  fold-0/ ...      one per fold: a folder per network (simple, or the ensemble's members) with
+                   checkpoints, history.csv, learning_curve.png and tensorboard/; model.keras (the
+                   model evaluated: the network, or the ensemble as one graph); predictions.csv
+                   (the fold's test infants)
+  full/            the same, trained on every infant: the model to deploy
+```
+
+A fold whose ``predictions.csv`` exists is complete; rerunning the same command skips it, and a
+network killed mid-training resumes from its backup. Folds are independent jobs
+(``kerasmyelin train --fold K``) gathered by ``kerasmyelin evaluate``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kerasmyelin.config import to_dict
+from kerasmyelin.data.cache import CACHE_FILE, TenSliceSet, read_cache
+from kerasmyelin.errors import ConfigError, InputError, OutputError
+from kerasmyelin.io.atomic import write_bytes_atomic, write_text_atomic
+from kerasmyelin.training.config import ExperimentConfig, load_experiment
+from kerasmyelin.training.splits import holdout, load_splits, make_folds, save_splits
+
+CONFIG_FILE = "config.yaml"
+RUN_INFO = "run.json"
+SPLITS_FILE = "splits.json"
+MODEL_FILE = "model.keras"
+PREDICTIONS_FILE = "predictions.csv"
+FULL = "full"
+
+
+def fold_dir(run: Path, fold: int | str) -> Path:
+    return run / (FULL if fold == FULL else f"fold-{int(fold)}")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: str | os.PathLike | None):
+    """Create a run folder, or reopen one and check it matches.
+
+    Args:
+        out: the run folder.
+        config: the experiment; None to use the one stored in ``out``.
+        data_dir: the ten-slice cache folder; None to use the one stored in ``out``.
+
+    Returns:
+        (run folder, config, TenSliceSet, splits).
+
+    Raises:
+        ConfigError / InputError / OutputError: a mismatch with what the folder already holds.
+    """
+    import yaml
+
+    run = Path(out).expanduser().absolute()
+    if run.exists() and not run.is_dir():
+        raise OutputError(f"{run}: exists and is not a folder")
+    stored_config = run / CONFIG_FILE
+    stored_info = run / RUN_INFO
+    if stored_config.exists():
+        stored = load_experiment(stored_config)
+        if config is not None and to_dict(config) != to_dict(stored):
+            raise ConfigError(f"{run}: this run folder was made with a different configuration "
+                              f"(see {stored_config}); choose a new --out or delete that folder")
+        config = stored
+    elif config is None:
+        raise InputError(f"not a kerasmyelin run folder (no {CONFIG_FILE}); give --config and --data", run)
+    if stored_info.exists():
+        info = json.loads(stored_info.read_text())
+        if data_dir is None:
+            data_dir = info["data"]
+    elif data_dir is None:
+        raise InputError(f"no {RUN_INFO} here; give --data", run)
+    data_dir = Path(data_dir).expanduser().absolute()
+    data = read_cache(data_dir)
+    digest = _sha256(data_dir / CACHE_FILE)
+    if stored_info.exists() and info["sha256"] != digest:
+        raise InputError(f"the ten-slice cache differs from the one this run was trained on "
+                         f"({run / RUN_INFO}); use a new --out", data_dir / CACHE_FILE)
+    size = config.model.image_size
+    first = data.images[next(iter(data.images))]
+    if first.shape[1:] != (size, size):
+        raise InputError(f"images are {first.shape[1]}x{first.shape[2]} but model.image_size is {size}; "
+                         f"prepare the cache at that size or set model.image_size", data_dir / CACHE_FILE)
+    run.mkdir(parents=True, exist_ok=True)
+    if not stored_config.exists():
+        write_text_atomic(stored_config, yaml.safe_dump(to_dict(config), sort_keys=False))
+    if not stored_info.exists():
+        write_text_atomic(stored_info, json.dumps({"data": str(data_dir), "sha256": digest,
+                                                   "written_by": "kerasmyelin"}, indent=1) + "\n")
+    splits_path = run / SPLITS_FILE
+    if not splits_path.exists():
+        folds = make_folds(data.participant_id, data.age_months, config.cv.folds, config.cv.seed,
+                           validation_fraction=config.train.validation_fraction)
+        save_splits(splits_path, folds, config.cv.seed)
+    splits = load_splits(splits_path)
+    known = set(data.participant_id.tolist())
+    for i, fold in enumerate(splits):
+        unknown = (set(fold["train"]) | set(fold["test"]) | set(fold.get("validation", []))) - known
+        if unknown:
+            raise InputError(f"fold {i} names infants not in the data: {sorted(unknown)[:3]}", splits_path)
+    return run, config, data, splits
+
+
+def stored_data_dir(run: Path) -> Path:
+    """The ten-slice cache folder a run was made with."""
+    return Path(json.loads((Path(run) / RUN_INFO).read_text())["data"])
+
+
+def _positions(data: TenSliceSet, ids) -> np.ndarray:
+    wanted = set(ids)
+    return np.flatnonzero([p in wanted for p in data.participant_id.tolist()])
+
+
+def predict_ages(model, data: TenSliceSet, indices, batch_size: int = 32) -> np.ndarray:
+    """(N,) estimated ages in months of the infants at ``indices``."""
+    from kerasmyelin.data.pipeline import make_dataset
+
+    ds = make_dataset(data, indices, batch_size, training=False)
+    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64).reshape(-1)
+
+
+def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fold: int | str,
+             progress: bool = True) -> Path:
+    """Train the fold's network(s), save the evaluated model, and predict the fold's test infants.
+
+    Args:
+        fold: 0-based fold index, or "full" (every infant; no test infants).
+
+    Returns:
+        The fold folder.
+    """
+    from kerasmyelin.models.ensemble import build_ensemble, combine
+    from kerasmyelin.training.callbacks import save_keras_atomic
+    from kerasmyelin.training.fit import train_network
+
+    folder = fold_dir(run, fold)
+    if fold == FULL:
+        split = holdout(data.participant_id, data.age_months, config.train.validation_fraction, config.cv.seed)
+        label = "all infants"
+    else:
+        if not 0 <= int(fold) < len(splits):
+            raise ConfigError(f"fold {fold} does not exist; this run has folds 0-{len(splits) - 1}")
+        split = splits[int(fold)]
+        label = f"fold {int(fold) + 1}/{len(splits)}"
+    done = folder / (PREDICTIONS_FILE if fold != FULL else MODEL_FILE)
+    if done.exists():
+        return folder
+    train_pos = _positions(data, split["train"])
+    val_pos = _positions(data, split.get("validation", []))
+    test_pos = _positions(data, split["test"])
+    networks = []
+    for member in config.member_configs():
+        keep_train = train_pos[member.contains(data.age_months[train_pos])]
+        keep_val = val_pos[member.contains(data.age_months[val_pos])]
+        model = train_network(config.model, config.train, data, keep_train, keep_val, folder / member.name,
+                              name=member.name, title=f"{config.name} {member.name} ({label})",
+                              progress=progress)
+        networks.append((member.name, model))
+    if config.is_ensemble:
+        evaluated = build_ensemble(networks, config.ensemble.rule, config.ensemble.blend_months,
+                                   name=config.name)
+    else:
+        evaluated = networks[0][1]
+    if test_pos.size:
+        columns = {"participant_id": data.participant_id[test_pos].tolist(),
+                   "age_months": data.age_months[test_pos].astype(np.float64)}
+        columns["predicted_months"] = predict_ages(evaluated, data, test_pos)
+        if config.is_ensemble:
+            estimates = [predict_ages(m, data, test_pos) for _, m in networks]
+            for (name, _), est in zip(networks, estimates):
+                columns[f"{name}_months"] = est
+            for rule in ("average", "gate"):
+                combined = combine(estimates[0][:, None], estimates[1][:, None], rule, config.ensemble.blend_months)
+                columns[f"{rule}_months"] = np.asarray(combined, dtype=np.float64).reshape(-1)
+    save_keras_atomic(evaluated, folder / MODEL_FILE)
+    if test_pos.size:
+        write_predictions(folder / PREDICTIONS_FILE, columns)
+    return folder
+
+
+def write_predictions(path: Path, columns: dict[str, list]) -> Path:
+    """A CSV with one row per infant (ages in months, 4 decimals), written atomically."""
+    names = list(columns)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(names)
+    for row in zip(*(columns[n] for n in names)):
+        writer.writerow([f"{v:.4f}" if isinstance(v, (float, np.floating)) else v for v in row])
+    return write_bytes_atomic(path, buf.getvalue().encode())
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray]:
+    """Columns of a predictions CSV: participant_id as str, everything else as float."""
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise InputError(f"cannot read predictions ({exc.strerror or exc})", path) from None
+    if not rows or "participant_id" not in rows[0]:
+        raise InputError("not a predictions file (no participant_id column or no rows)", path)
+    out = {"participant_id": np.array([r["participant_id"] for r in rows])}
+    for key in rows[0]:
+        if key != "participant_id":
+            try:
+                out[key] = np.array([float(r[key]) for r in rows])
+            except ValueError:
+                raise InputError(f"column {key} holds a non-number", path) from None
+    return out
+
+
+def gather_predictions(run: Path, folds: int) -> dict[str, np.ndarray] | None:
+    """Out-of-fold predictions of every fold, concatenated; None while any fold is missing."""
+    parts = []
+    for k in range(folds):
+        path = fold_dir(run, k) / PREDICTIONS_FILE
+        if not path.exists():
+            return None
+        parts.append(read_predictions(path))
+    keys = parts[0].keys()
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}

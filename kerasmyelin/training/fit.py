@@ -1,0 +1,104 @@
+"""Train one network with the paper's protocol: Adam, squared error, a fixed number of epochs.
+
+The training set repeats and ``fit`` runs ``steps_per_epoch`` batches per epoch (Keras 3.15 stalls
+~4.5 s at the start of many epochs on a finite dataset); the validation set is batched once and
+repeated for the same reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from kerasmyelin.data.cache import TenSliceSet
+from kerasmyelin.data.pipeline import make_dataset, steps_per_epoch
+from kerasmyelin.training.callbacks import BEST_FILE, make_callbacks, save_keras_atomic
+
+FINAL_FILE = "final.keras"
+log = logging.getLogger(__name__)
+
+
+def make_optimizer(train):
+    """Adam as the paper sets it (learning rate, beta1, beta2, epsilon from ``TrainConfig``)."""
+    import keras
+
+    return keras.optimizers.Adam(learning_rate=train.learning_rate, beta_1=train.beta_1,
+                                 beta_2=train.beta_2, epsilon=train.epsilon)
+
+
+def compile_for_training(model, train) -> None:
+    """Squared error (Neural Network Console's SquaredError is the mean over the batch) plus MAE."""
+    model.compile(optimizer=make_optimizer(train), loss="mean_squared_error", metrics=["mae"])
+
+
+def load_trained(path: str | os.PathLike):
+    """A ``.keras`` file written by kerasmyelin, loaded with ``safe_mode`` on."""
+    import keras
+
+    from kerasmyelin.models.ensemble import register_custom_objects
+
+    register_custom_objects()
+    return keras.models.load_model(str(path), compile=False, safe_mode=True)
+
+
+def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, folder: str | os.PathLike,
+                  *, name: str = "myelin_cnn", title: str = "", progress: bool = True):
+    """Train one network (or resume it) in ``folder`` and return the selected weights' model.
+
+    Args:
+        model_config: ``ModelConfig``.
+        train: ``TrainConfig``.
+        data: the ten-slice set.
+        train_idx: positions of the training infants in ``data``.
+        val_idx: positions of the validation infants (may be empty).
+        folder: the network's run folder (checkpoints, history, curve, TensorBoard).
+        name: the model's name.
+        title: progress bar and plot title.
+        progress: show a progress bar.
+
+    Returns:
+        ``keras.Model`` with the final or best weights (``train.select``). A folder that already
+        holds ``final.keras`` is not trained again.
+    """
+    import keras
+
+    from kerasmyelin.models.myelin_cnn import build_myelin_cnn
+
+    folder = Path(folder)
+    final = folder / FINAL_FILE
+    if not final.exists():
+        train_idx = np.asarray(train_idx, dtype=np.int64)
+        val_idx = np.asarray(val_idx, dtype=np.int64)
+        if train_idx.size == 0:
+            raise ValueError(f"{title or name}: no training infants")
+        folder.mkdir(parents=True, exist_ok=True)
+        keras.utils.set_random_seed(train.seed)
+        model = build_myelin_cnn(model_config, name=name)
+        compile_for_training(model, train)
+        steps = steps_per_epoch(len(train_idx), train.batch_size)
+        fit_kwargs = {}
+        validation = val_idx.size > 0
+        if validation:
+            fit_kwargs = {"validation_data": make_dataset(data, val_idx, train.batch_size, training=False,
+                                                          repeat=True),
+                          "validation_steps": steps_per_epoch(len(val_idx), train.batch_size)}
+        elif train.select == "best" or train.early_stopping_patience:
+            raise ValueError(f"{title or name}: select=best and early stopping need validation infants")
+        dataset = make_dataset(data, train_idx, train.batch_size, training=True, seed=train.seed,
+                               augment=train.augment)
+        callbacks = make_callbacks(folder, train, validation=validation, title=title or name, progress=progress)
+        log.info("training %s on %d infants (%d validation), %d epochs", title or name, len(train_idx),
+                 val_idx.size, train.epochs)
+        history = model.fit(dataset, epochs=train.epochs, steps_per_epoch=steps, callbacks=callbacks,
+                            verbose=0, shuffle=False, **fit_kwargs)  # the dataset shuffles itself
+        losses = history.history.get("loss", [])
+        if losses and not np.isfinite(losses[-1]):
+            raise FloatingPointError(f"{title or name}: the loss became {losses[-1]}; training stopped "
+                                     f"(see {folder / 'history.csv'})")
+        save_keras_atomic(model, final)
+    chosen = folder / BEST_FILE if train.select == "best" and (folder / BEST_FILE).exists() else final
+    return load_trained(chosen)
+
