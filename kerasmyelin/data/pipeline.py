@@ -42,7 +42,7 @@ def _augment(inputs, age, seed):
 
 
 def make_dataset(data: TenSliceSet, indices, batch_size: int, *, training: bool, seed: int = 0,
-                 augment: bool = False, repeat: bool = False):
+                 augment: bool = False):
     """A ``tf.data.Dataset`` of (inputs dict, age) batches for the infants at ``indices``.
 
     Args:
@@ -52,8 +52,6 @@ def make_dataset(data: TenSliceSet, indices, batch_size: int, *, training: bool,
         training: shuffle (seeded), optionally augment, and repeat forever.
         seed: shuffle and augmentation seed.
         augment: training-only augmentation (``_augment``); ignored when not training.
-        repeat: (evaluation only) repeat the same batches forever, for validation inside ``fit``
-            with ``validation_steps`` = ``steps_per_epoch(len(indices), batch_size)``.
 
     Returns:
         Dataset of ({name: (B, H, W, 1) float32}, (B, 1) float32 age in months).
@@ -72,7 +70,4 @@ def make_dataset(data: TenSliceSet, indices, batch_size: int, *, training: bool,
             seeds = tf.data.Dataset.random(seed=seed).batch(2).map(lambda s: tf.cast(s, tf.int64))
             ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: _augment(xy[0], xy[1], s),
                                                        num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size)
-    if repeat and not training:
-        ds = ds.repeat()
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

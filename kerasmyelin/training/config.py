@@ -33,7 +33,8 @@ class TrainConfig:
         early_stopping_patience: stop after this many epochs without a better validation loss;
             0 (the paper) never stops early.
         augment: training-only augmentation (off in the paper).
-        backup_every_epochs: how often the resumable state (weights + optimizer) is saved.
+        backup_every_epochs: how often the resumable state (weights + optimizer, ~80 MB) is saved;
+            the best checkpoint is written at the same moments.
         curve_every_epochs: how often the learning-curve plot is redrawn.
         seed: weights initialisation, shuffling and augmentation.
     """
@@ -48,7 +49,7 @@ class TrainConfig:
     select: str = "final"
     early_stopping_patience: int = 0
     augment: bool = False
-    backup_every_epochs: int = 5
+    backup_every_epochs: int = 25
     curve_every_epochs: int = 10
     seed: int = 0
 

@@ -136,7 +136,9 @@ def predict_ages(model, data: TenSliceSet, indices, batch_size: int = 32) -> np.
     from kerasmyelin.data.pipeline import make_dataset
 
     ds = make_dataset(data, indices, batch_size, training=False)
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float64).reshape(-1)
+    # Eager calls, not model.predict: no tf.function is traced per model (a CV run makes dozens).
+    out = [np.asarray(model(inputs, training=False)) for inputs, _ in ds]
+    return np.concatenate(out).astype(np.float64).reshape(-1)
 
 
 def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fold: int | str,

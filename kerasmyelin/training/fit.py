@@ -1,8 +1,8 @@
 """Train one network with the paper's protocol: Adam, squared error, a fixed number of epochs.
 
 The training set repeats and ``fit`` runs ``steps_per_epoch`` batches per epoch (Keras 3.15 stalls
-~4.5 s at the start of many epochs on a finite dataset); the validation set is batched once and
-repeated for the same reason.
+~4.5 s at the start of many epochs on a finite dataset); validation runs in a callback
+(``callbacks.make_callbacks``) for the same reason.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from kerasmyelin.data.cache import TenSliceSet
-from kerasmyelin.data.pipeline import make_dataset, steps_per_epoch
+from kerasmyelin.data.pipeline import make_dataset, model_inputs, steps_per_epoch
+from kerasmyelin.levels import INPUT_NAMES
 from kerasmyelin.training.callbacks import BEST_FILE, make_callbacks, save_keras_atomic
 
 FINAL_FILE = "final.keras"
@@ -79,12 +80,9 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         model = build_myelin_cnn(model_config, name=name)
         compile_for_training(model, train)
         steps = steps_per_epoch(len(train_idx), train.batch_size)
-        fit_kwargs = {}
-        validation = val_idx.size > 0
-        if validation:
-            fit_kwargs = {"validation_data": make_dataset(data, val_idx, train.batch_size, training=False,
-                                                          repeat=True),
-                          "validation_steps": steps_per_epoch(len(val_idx), train.batch_size)}
+        validation = None
+        if val_idx.size:
+            validation = (model_inputs({n: data.images[n][val_idx] for n in INPUT_NAMES}), data.age_months[val_idx])
         elif train.select == "best" or train.early_stopping_patience:
             raise ValueError(f"{title or name}: select=best and early stopping need validation infants")
         dataset = make_dataset(data, train_idx, train.batch_size, training=True, seed=train.seed,
@@ -93,7 +91,7 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         log.info("training %s on %d infants (%d validation), %d epochs", title or name, len(train_idx),
                  val_idx.size, train.epochs)
         history = model.fit(dataset, epochs=train.epochs, steps_per_epoch=steps, callbacks=callbacks,
-                            verbose=0, shuffle=False, **fit_kwargs)  # the dataset shuffles itself
+                            verbose=0, shuffle=False)  # the dataset shuffles itself
         losses = history.history.get("loss", [])
         if losses and not np.isfinite(losses[-1]):
             raise FloatingPointError(f"{title or name}: the loss became {losses[-1]}; training stopped "
