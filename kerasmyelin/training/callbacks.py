@@ -241,5 +241,6 @@ def make_callbacks(folder: str | os.PathLike, train, *, validation=None, title: 
     # Last, so a backup records an epoch only after everything else has logged it.
     callbacks.append(PeriodicBackup(folder / BACKUP_DIR, train.backup_every_epochs))
     if progress:
-        callbacks.insert(0, EpochProgress(train.epochs, title))
+        # after EpochValidation, so the bar shows the validation error
+        callbacks.insert(1 if validation is not None else 0, EpochProgress(train.epochs, title))
     return callbacks
