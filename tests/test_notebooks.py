@@ -17,11 +17,12 @@ def test_notebook_is_stripped(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, monkeypatch):
+def test_notebook_runs(path, monkeypatch, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
     monkeypatch.setenv("KERASMYELIN_NOTEBOOK_SUBJECTS", "2")
+    monkeypatch.setenv("KERASMYELIN_NOTEBOOK_OUT", str(tmp_path / "cohort"))
     nb = json.loads(path.read_text())
     namespace: dict = {}
     for cell in nb["cells"]:
