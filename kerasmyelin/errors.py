@@ -24,3 +24,7 @@ class ConfigError(KerasMyelinError, ValueError):
 
 class OutputError(KerasMyelinError, OSError):
     """An output location that cannot be written as asked."""
+
+
+class TrainingError(KerasMyelinError):
+    """Training cannot go on (no infants for a network, the loss became NaN, a damaged checkpoint)."""

@@ -43,6 +43,13 @@ def test_smoke_file_and_overrides():
     ("ensemble:\n  members:\n    - {name: a, min_age_months: 16, max_age_months: 8}\n"
      "    - {name: b}\n", "below"),
     ("train:\n  validation_fraction: 0\n  select: best\n", "validation"),
+    ("train:\n  early_stopping_patience: -3\n", "patience"),
+    ("ensemble:\n  members:\n    - {name: old, min_age_months: 8}\n    - {name: young, max_age_months: 16}\n",
+     "younger member first"),
+    ("ensemble:\n  members:\n    - {name: a, max_age_months: 16}\n    - {name: b, min_age_months: 8}\n"
+     "  blend_months: [30, 40]\n", "overlap"),
+    ("ensemble:\n  members:\n    - {name: gate, max_age_months: 16}\n    - {name: b, min_age_months: 8}\n",
+     "identifier other than"),
 ])
 def test_bad_experiment_files_name_the_file_and_the_problem(tmp_path, text, match):
     path = tmp_path / "bad.yaml"

@@ -51,16 +51,31 @@ def test_run_folder_holds_config_splits_and_per_fold_outputs(ensemble_run, tiny_
         np.testing.assert_allclose(preds["predicted_months"], preds["gate_months"], atol=2e-3)
 
 
-def test_members_train_only_on_their_age_range(ensemble_run, tiny_tenslice):
-    from kerasmyelin.data.cache import read_cache
+def test_members_train_only_on_their_age_range(tiny_tenslice, tmp_path, monkeypatch):
+    import kerasmyelin.training.fit as fit
+    from kerasmyelin.models.myelin_cnn import build_myelin_cnn
 
-    data = read_cache(tiny_tenslice)
-    age = dict(zip(data.participant_id.tolist(), data.age_months.tolist()))
-    # A member's history proves it saw only its infants: its steps per epoch count them.
-    splits = json.loads((ensemble_run / "splits.json").read_text())["folds"]
-    young_train = [p for p in splits[0]["train"] if age[p] <= 16]
-    old_train = [p for p in splits[0]["train"] if age[p] >= 8]
-    assert 0 < len(young_train) < len(splits[0]["train"]) and 0 < len(old_train) < len(splits[0]["train"])
+    seen = {}
+
+    def spy(model_config, train, data, train_idx, val_idx, folder, *, name, title="", progress=True):
+        seen[(folder.parent.name, name)] = (np.asarray(train_idx), np.asarray(val_idx))
+        return build_myelin_cnn(model_config, name=name)  # untrained: only the selection is under test
+
+    monkeypatch.setattr(fit, "train_network", spy)
+    config = load_experiment(SMOKE_YAML, ENSEMBLE_SMOKE)
+    run, config, data, splits = open_run(tmp_path / "r", config, tiny_tenslice)
+    for k in range(len(splits)):
+        run_fold(run, config, data, splits, k, progress=False)
+    assert len(seen) == 4
+    ranges = {"young": (-np.inf, 16.0), "old": (8.0, np.inf)}
+    for (fold, member), (train_idx, val_idx) in seen.items():
+        k = int(fold.split("-")[1])
+        ages = data.age_months[np.r_[train_idx, val_idx].astype(int)]
+        lo, hi = ranges[member]
+        assert ages.size and ages.min() >= lo and ages.max() <= hi, (fold, member)
+        used = set(data.participant_id[np.r_[train_idx, val_idx].astype(int)].tolist())
+        assert not used & set(splits[k]["test"])
+        assert set(data.participant_id[train_idx].tolist()) <= set(splits[k]["train"])
 
 
 def test_report_scores_both_rules_beside_the_members(ensemble_run):
@@ -111,7 +126,9 @@ def test_simple_fold_model_is_a_safe_keras_file(tiny_tenslice, tmp_path):
     run, config, data, splits = open_run(tmp_path / "r", config, tiny_tenslice)
     folder = run_fold(run, config, data, splits, 0, progress=False)
     model = load_trained(folder / "model.keras")
-    assert model.count_params() == load_trained(folder / "simple" / "final.keras").count_params()
+    final = load_trained(folder / "simple" / "final.keras")
+    for a, b in zip(model.get_weights(), final.get_weights()):
+        np.testing.assert_array_equal(a, b)
     with open(folder / "predictions.csv") as fh:
         assert len(list(csv.DictReader(fh))) == len(splits[0]["test"])
 
@@ -150,3 +167,22 @@ def test_copied_run_folder_still_opens(ensemble_run, tmp_path):
     shutil.copytree(ensemble_run, copy)
     run, config, data, splits = open_run(copy, None, None)
     assert config.is_ensemble and len(splits) == 2
+
+
+def test_damaged_run_description_is_named(ensemble_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(ensemble_run, copy)
+    (copy / "run.json").write_text("{not json")
+    with pytest.raises(InputError, match="run.json"):
+        open_run(copy, None, None)
+
+
+def test_full_model_keeps_every_infant_when_final_weights_are_used(tiny_tenslice, tmp_path):
+    out = tmp_path / "deploy"
+    assert main(["train", "--config", str(SMOKE_YAML), "--data", str(tiny_tenslice), "--out", str(out),
+                 "--quiet", "--set", "train.epochs=1"]) == 0
+    split = json.loads((out / "full" / "splits.json").read_text())["folds"][0]
+    assert len(split["train"]) == 16 and split["validation"] == [] and split["test"] == []
+    assert (out / "full" / "model.keras").exists()
+    # the stored experiment is reused: no --config / --data needed to go on with a fold
+    assert main(["train", "--out", str(out), "--fold", "0", "--quiet"]) == 0

@@ -1,5 +1,7 @@
 """Training on tiny shapes: a two-epoch smoke run lowers the loss, writes every artefact, resumes."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -33,6 +35,13 @@ def test_two_epoch_smoke_training_lowers_the_loss_and_writes_its_artefacts(tiny_
     assert list((folder / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard event files"
     assert not (folder / "backup").exists(), "a finished run keeps no resume state"
     assert model.name == "simple" and model.output.shape[-1] == 1
+    # select=best returns the best checkpoint's weights, and best.json names its (0-based) epoch
+    best = json.loads((folder / "best.json").read_text())
+    assert best["epoch"] in (0, 1)
+    assert best["val_loss"] == pytest.approx(min(r["val_loss"] for r in rows), rel=1e-6)
+    stored = keras.models.load_model(folder / "best.keras", compile=False)
+    for a, b in zip(model.get_weights(), stored.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 class _Interrupt(keras.callbacks.Callback):

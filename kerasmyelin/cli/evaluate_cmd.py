@@ -28,7 +28,15 @@ def run(args: argparse.Namespace) -> int:
     from kerasmyelin.evaluation.report import format_summary, synthetic_truth, write_report
     from kerasmyelin.training.experiment import fold_dir, gather_predictions, open_run, run_fold, stored_data_dir
 
-    config = experiment_from_args(args, stored_ok=True)
+    from pathlib import Path
+
+    from kerasmyelin.evaluation.report import METRICS_FILE, SCATTER_FILE
+    from kerasmyelin.training.experiment import CONFIG_FILE, PREDICTIONS_FILE
+
+    if args.no_train and not (Path(args.out) / CONFIG_FILE).exists():
+        raise InputError(f"not a run folder (no {CONFIG_FILE}); --no-train only gathers existing folds",
+                         Path(args.out))
+    config = experiment_from_args(args)
     run_dir, config, data, splits = open_run(args.out, config, args.data)
     if not args.no_train:
         for fold in range(len(splits)):
@@ -36,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
     predictions = gather_predictions(run_dir, len(splits))
     if predictions is None:
         missing = [str(fold_dir(run_dir, k)) for k in range(len(splits))
-                   if not (fold_dir(run_dir, k) / "predictions.csv").exists()]
+                   if not (fold_dir(run_dir, k) / PREDICTIONS_FILE).exists()]
         raise InputError(f"folds not trained yet: {', '.join(missing)} (drop --no-train to train them)", run_dir)
     truth = synthetic_truth(stored_data_dir(run_dir))
     report = write_report(run_dir, predictions, config, truth)
     print(format_summary(report))
-    print(f"wrote {run_dir / 'metrics.json'} and {run_dir / 'figure4.png'}")
+    print(f"wrote {run_dir / METRICS_FILE} and {run_dir / SCATTER_FILE}")
     return 0

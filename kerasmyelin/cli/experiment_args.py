@@ -6,9 +6,8 @@ import argparse
 
 
 def add_experiment_arguments(p: argparse.ArgumentParser, *, required: bool) -> None:
-    p.add_argument("--config", help="experiment YAML (e.g. experiments/paper_simple.yaml); "
-                                    "default: the paper's simple model" + ("" if required else
-                                    ", or the one stored in --out"))
+    p.add_argument("--config", help="experiment YAML (e.g. experiments/paper_simple.yaml); default: the one "
+                                    "stored in --out, else the paper's simple model")
     p.add_argument("--data", required=required,
                    help="ten-slice cache folder (e.g. cohort/derivatives/tenslice)"
                         + ("" if required else "; default: the one stored in --out"))
@@ -17,11 +16,14 @@ def add_experiment_arguments(p: argparse.ArgumentParser, *, required: bool) -> N
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def experiment_from_args(args: argparse.Namespace, *, stored_ok: bool):
-    """The ExperimentConfig the options ask for; None when ``stored_ok`` and none was given
-    (the run folder's stored one is used)."""
-    from kerasmyelin.training.config import load_experiment
+def experiment_from_args(args: argparse.Namespace):
+    """The ExperimentConfig the options ask for: --config (or, for an existing run folder, its
+    stored config.yaml, or else the paper's defaults) with the --set overrides applied."""
+    from pathlib import Path
 
-    if stored_ok and args.config is None and not args.overrides:
-        return None
-    return load_experiment(args.config, args.overrides)
+    from kerasmyelin.training.config import load_experiment
+    from kerasmyelin.training.experiment import CONFIG_FILE
+
+    stored = Path(args.out) / CONFIG_FILE
+    base = args.config if args.config is not None else (stored if stored.exists() else None)
+    return load_experiment(base, args.overrides)

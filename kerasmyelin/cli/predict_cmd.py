@@ -60,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
         model = load_trained(model_file)
     except Exception as exc:  # Keras raises many types for a foreign or damaged file
         raise InputError(f"cannot load this model ({type(exc).__name__}: {exc})", model_file) from None
+    from kerasmyelin.levels import INPUT_NAMES
+
+    names = sorted(t.name.split(":")[0] for t in model.inputs)
+    if names != sorted(INPUT_NAMES) or tuple(model.outputs[0].shape[1:]) != (1,):
+        raise InputError(f"not a myelination-age model (inputs {names}, output shape "
+                         f"{tuple(model.outputs[0].shape)}; expected the ten inputs {list(INPUT_NAMES)} "
+                         f"and one age)", model_file)
     size = model.inputs[0].shape[1]
     first = next(iter(data.images.values()))
     if first.shape[1] != size:

@@ -54,8 +54,17 @@ def run(args: argparse.Namespace) -> int:
     from kerasmyelin.training.config import load_experiment
     from kerasmyelin.training.experiment import gather_predictions, open_run, run_fold
 
+    import shlex
+    import sys
+
+    from kerasmyelin.errors import ConfigError
+
     start = time.monotonic()
     out = Path(args.out).expanduser().absolute()
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
+    if any(o.strip().startswith("train.epochs") for o in args.overrides):
+        raise ConfigError("set the epochs with --epochs (or --paper), not --set train.epochs=...")
     epochs = args.epochs or (1000 if args.paper else QUICK_EPOCHS)
     folder = args.experiments or experiments_dir()
     files = {"simple": folder / "paper_simple.yaml", "ensemble": folder / "paper_ensemble.yaml"}
@@ -68,17 +77,22 @@ def run(args: argparse.Namespace) -> int:
     cohort = out / "cohort"
     cache = cohort / "derivatives" / "tenslice"
     if not (cache / CACHE_FILE).exists():
-        from kerasmyelin.errors import ConfigError
-
         try:
             cohort_config = CohortConfig(subjects=args.subjects, seed=args.seed)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         build_cohort(cohort, cohort_config, progress=not args.quiet)
     truth = synthetic_truth(cache)
+    if truth is not None and len(truth) != args.subjects:
+        raise ConfigError(f"{cohort} holds a cohort of {len(truth)} infants, not --subjects {args.subjects}; "
+                          f"use another --out (or the same --subjects) to reuse it")
 
     reports, predictions = {}, {}
     prefix = "paper_" if epochs == 1000 else f"e{epochs}_"
+    if args.overrides:
+        import hashlib
+
+        prefix += hashlib.sha256(" ".join(sorted(args.overrides)).encode()).hexdigest()[:6] + "_"
     for key, config in configs.items():
         run_dir, config, data, splits = open_run(out / f"{prefix}{key}", config, cache)
         for fold in range(len(splits)):
@@ -89,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
     table = table1(reports["simple"], reports["ensemble"])
     minutes = (time.monotonic() - start) / 60
-    command = f"kerasmyelin reproduce --out {args.out}" + (" --paper" if args.paper else "") + \
-        (f" --epochs {args.epochs}" if args.epochs else "")
+    command = "kerasmyelin " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+        if sys.argv and sys.argv[0].endswith("kerasmyelin") else f"kerasmyelin reproduce --out {args.out}"
     text = (f"# Table 1 on the synthetic cohort\n\n{table}\n\n"
             f"{configs['simple'].cv.folds}-fold subject-level cross-validation, out-of-fold estimates, "
             f"{data.participant_id.size} synthetic infants, {epochs} epochs per network; "

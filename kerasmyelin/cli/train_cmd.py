@@ -34,7 +34,7 @@ def _fold(text: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_experiment_arguments(p, required=True)
+    add_experiment_arguments(p, required=False)
     p.add_argument("--out", required=True, help="run folder (created, or resumed if it holds this experiment)")
     p.add_argument("--fold", type=_fold, default="full",
                    help="'full' (default: every infant, the model to deploy), a 0-based CV fold, or 'all' folds")
@@ -43,12 +43,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kerasmyelin.training.experiment import FULL, open_run, run_fold
 
-    config = experiment_from_args(args, stored_ok=False)
+    from pathlib import Path
+
+    from kerasmyelin.training.experiment import RUN_INFO
+
+    # A run folder that already holds an experiment keeps it: --config / --data may be left out.
+    config = experiment_from_args(args)
+    if args.data is None and not (Path(args.out) / RUN_INFO).exists():
+        raise ConfigError("--data is needed for a new run folder")
     run_dir, config, data, splits = open_run(args.out, config, args.data)
     folds = range(len(splits)) if args.fold == "all" else [args.fold]
     for fold in folds:
-        if fold != FULL and fold >= len(splits):
-            raise ConfigError(f"--fold {fold}: this run has folds 0-{len(splits) - 1}")
         folder = run_fold(run_dir, config, data, splits, fold, progress=not args.quiet)
         print(f"{config.name}: trained {'all infants' if fold == FULL else f'fold {fold}'} -> {folder}")
     return 0

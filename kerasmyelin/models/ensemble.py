@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from kerasmyelin.levels import INPUT_NAMES
 
+RULES = ("average", "gate")
+
 
 def gate_weight(first_pass, low: float, high: float):
     """Weight of the older member for a first-pass age estimate (months): 0 below ``low``,
@@ -34,7 +36,7 @@ def combine(young, old, rule: str, blend_months: tuple[float, float]):
     if rule == "gate":
         w = gate_weight(0.5 * (young + old), float(blend_months[0]), float(blend_months[1]))
         return (1.0 - w) * young + w * old
-    raise ValueError(f"unknown combining rule {rule!r}; use 'average' or 'gate'")
+    raise ValueError(f"unknown combining rule {rule!r}; use one of {RULES}")
 
 
 def _combiner_class():
@@ -46,8 +48,8 @@ def _combiner_class():
 
         def __init__(self, rule: str = "gate", blend_months=(8.0, 16.0), **kwargs):
             super().__init__(**kwargs)
-            if rule not in ("average", "gate"):
-                raise ValueError(f"unknown combining rule {rule!r}; use 'average' or 'gate'")
+            if rule not in RULES:
+                raise ValueError(f"unknown combining rule {rule!r}; use one of {RULES}")
             self.rule = rule
             self.blend_months = (float(blend_months[0]), float(blend_months[1]))
 
@@ -77,7 +79,9 @@ def combiner_layer(rule: str, blend_months, name: str = "ensemble_age"):
 
 def register_custom_objects() -> None:
     """Make ``EnsembleCombiner`` known to ``keras.models.load_model`` (safe_mode stays on)."""
-    combiner_layer("average", (0.0, 1.0))
+    global _COMBINER
+    if _COMBINER is None:
+        _COMBINER = _combiner_class()
 
 
 def build_ensemble(members, rule: str = "gate", blend_months=(8.0, 16.0), name: str = "myelin_ensemble"):

@@ -1,7 +1,8 @@
 """The one callback factory for training runs, and the few callbacks Keras lacks.
 
 One role per checkpoint (nnU-Net's convention): ``backup/`` to resume a killed run,
-``best.keras`` (lowest validation loss so far, kept across restarts) and ``final.keras``
+``best.keras`` (lowest validation loss so far, kept across restarts; ``best.json`` gives its
+0-based epoch as in ``history.csv``) and ``final.keras``
 (written by ``fit.train_network`` when training ends). Beside them: ``history.csv`` (one row per
 epoch), ``learning_curve.png`` (cost, training and validation error, like Neural Network
 Console's plot) and ``tensorboard/``.
@@ -73,7 +74,9 @@ def _keras_callbacks():
         two generations kept) instead of every epoch: a backup costs ~80 MB of writing."""
 
         def __init__(self, backup_dir, every: int):
-            super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True)
+            # delete_checkpoint=False: the backup goes only after final.keras is safely written
+            # (fit.train_network), so a kill between the two loses nothing.
+            super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
             self.every = every
 
         def on_epoch_end(self, epoch, logs=None):
@@ -101,6 +104,12 @@ def _keras_callbacks():
 
         def on_train_begin(self, logs=None):
             self._pending = None
+            self.best = math.inf
+            if not (self.folder / BACKUP_DIR).is_dir():
+                # A run starting from scratch: a best file left by an abandoned run is stale.
+                for name in (BEST_FILE, BEST_INFO):
+                    (self.folder / name).unlink(missing_ok=True)
+                return
             try:
                 self.best = float(json.loads((self.folder / BEST_INFO).read_text())[self.monitor])
             except (OSError, ValueError, KeyError):
@@ -110,7 +119,7 @@ def _keras_callbacks():
             value = (logs or {}).get(self.monitor)
             if value is not None and math.isfinite(value) and value < self.best:
                 self.best = float(value)
-                self._pending = (epoch + 1, self.best, [w.copy() for w in self.model.get_weights()])
+                self._pending = (epoch, self.best, self.model.get_weights())  # get_weights copies
             if (epoch + 1) % self.every == 0:
                 self._flush()
 
@@ -159,12 +168,13 @@ def _keras_callbacks():
             self.description = description
             self.bar = None
 
-        def on_train_begin(self, logs=None):
-            from tqdm.auto import tqdm
+        def on_epoch_begin(self, epoch, logs=None):
+            # Made at the first epoch, not at train begin: a resumed run starts at its epoch.
+            if self.bar is None:
+                from tqdm.auto import tqdm
 
-            start = getattr(self.model, "_initial_epoch", 0) or 0
-            self.bar = tqdm(total=self.epochs, initial=start, desc=self.description, unit="epoch",
-                            dynamic_ncols=True)
+                self.bar = tqdm(total=self.epochs, initial=epoch, desc=self.description, unit="epoch",
+                                dynamic_ncols=True)
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}

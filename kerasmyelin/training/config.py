@@ -12,10 +12,12 @@ import os
 from dataclasses import dataclass, field
 
 from kerasmyelin.config import load_config
+from kerasmyelin.models.ensemble import RULES
 from kerasmyelin.models.myelin_cnn import ModelConfig
 
 SELECTIONS = ("final", "best")
-RULES = ("average", "gate")
+# Names that would collide with the predictions file's columns.
+RESERVED_MEMBER_NAMES = ("predicted", "age", "participant_id", *RULES)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class TrainConfig:
             raise ValueError("early stopping needs a validation set (validation_fraction > 0)")
         if not (self.learning_rate > 0 and 0 <= self.beta_1 < 1 and 0 <= self.beta_2 < 1 and self.epsilon > 0):
             raise ValueError("Adam needs learning_rate > 0, 0 <= beta_1, beta_2 < 1 and epsilon > 0")
+        if self.early_stopping_patience < 0:
+            raise ValueError(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
         if self.backup_every_epochs < 1 or self.curve_every_epochs < 1:
             raise ValueError("backup_every_epochs and curve_every_epochs must be >= 1")
 
@@ -86,8 +90,9 @@ class MemberConfig:
     max_age_months: float | None = None
 
     def __post_init__(self):
-        if not self.name.isidentifier():
-            raise ValueError(f"member name must be a plain identifier, got {self.name!r}")
+        if not self.name.isidentifier() or self.name in RESERVED_MEMBER_NAMES:
+            raise ValueError(f"member name must be a plain identifier other than {RESERVED_MEMBER_NAMES}, "
+                             f"got {self.name!r}")
         lo = -math.inf if self.min_age_months is None else self.min_age_months
         hi = math.inf if self.max_age_months is None else self.max_age_months
         if not lo < hi:
@@ -128,6 +133,16 @@ class EnsembleConfig:
         lo, hi = self.blend_months
         if not lo < hi:
             raise ValueError(f"blend_months must rise, got {self.blend_months}")
+        if self.members:
+            young, old = self.members
+            y_lo = -math.inf if young.min_age_months is None else young.min_age_months
+            o_lo = -math.inf if old.min_age_months is None else old.min_age_months
+            y_hi = math.inf if young.max_age_months is None else young.max_age_months
+            if o_lo < y_lo:
+                raise ValueError("list the younger member first (its min_age_months is the lower one)")
+            if not (o_lo <= lo and hi <= y_hi):
+                raise ValueError(f"blend_months {self.blend_months} must lie inside the members' overlap "
+                                 f"({o_lo}, {y_hi})")
 
 
 @dataclass(frozen=True)

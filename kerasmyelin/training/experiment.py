@@ -85,7 +85,7 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     elif config is None:
         raise InputError(f"not a kerasmyelin run folder (no {CONFIG_FILE}); give --config and --data", run)
     if stored_info.exists():
-        info = json.loads(stored_info.read_text())
+        info = _read_run_info(run)
         if data_dir is None:
             data_dir = info["data"]
     elif data_dir is None:
@@ -121,9 +121,21 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     return run, config, data, splits
 
 
+def _read_run_info(run: Path) -> dict:
+    """``run.json``, checked: the cache folder and its sha256."""
+    path = Path(run) / RUN_INFO
+    try:
+        info = json.loads(path.read_text())
+        if not (isinstance(info, dict) and isinstance(info["data"], str) and isinstance(info["sha256"], str)):
+            raise TypeError("data and sha256 must be text")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"damaged run description ({exc}); delete the run folder or restore the file", path) from None
+    return info
+
+
 def stored_data_dir(run: Path) -> Path:
     """The ten-slice cache folder a run was made with."""
-    return Path(json.loads((Path(run) / RUN_INFO).read_text())["data"])
+    return Path(_read_run_info(run)["data"])
 
 
 def _positions(data: TenSliceSet, ids) -> np.ndarray:
@@ -157,13 +169,19 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
 
     folder = fold_dir(run, fold)
     if fold == FULL:
-        split = holdout(data.participant_id, data.age_months, config.train.validation_fraction, config.cv.seed)
+        # With the final weights selected the validation share only draws curves: the model to
+        # deploy keeps every infant unless best-epoch selection or early stopping needs one.
+        t = config.train
+        fraction = t.validation_fraction if (t.select == "best" or t.early_stopping_patience) else 0.0
+        split = holdout(data.participant_id, data.age_months, fraction, config.cv.seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_splits(folder / SPLITS_FILE, [split], config.cv.seed)
         label = "all infants"
     else:
         if not 0 <= int(fold) < len(splits):
             raise ConfigError(f"fold {fold} does not exist; this run has folds 0-{len(splits) - 1}")
         split = splits[int(fold)]
-        label = f"fold {int(fold) + 1}/{len(splits)}"
+        label = f"fold {int(fold)} of 0-{len(splits) - 1}"
     done = folder / (PREDICTIONS_FILE if fold != FULL else MODEL_FILE)
     if done.exists():
         return folder

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ import numpy as np
 from kerasmyelin.data.cache import TenSliceSet
 from kerasmyelin.data.pipeline import make_dataset, model_inputs, steps_per_epoch
 from kerasmyelin.levels import INPUT_NAMES
-from kerasmyelin.training.callbacks import BEST_FILE, make_callbacks, save_keras_atomic
+from kerasmyelin.errors import TrainingError
+from kerasmyelin.training.callbacks import BACKUP_DIR, BEST_FILE, make_callbacks, save_keras_atomic
 
 FINAL_FILE = "final.keras"
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         train_idx = np.asarray(train_idx, dtype=np.int64)
         val_idx = np.asarray(val_idx, dtype=np.int64)
         if train_idx.size == 0:
-            raise ValueError(f"{title or name}: no training infants")
+            raise TrainingError(f"{title or name}: no training infants in this network's age range ({folder})")
         folder.mkdir(parents=True, exist_ok=True)
         keras.utils.set_random_seed(train.seed)
         model = build_myelin_cnn(model_config, name=name)
@@ -84,7 +86,8 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         if val_idx.size:
             validation = (model_inputs({n: data.images[n][val_idx] for n in INPUT_NAMES}), data.age_months[val_idx])
         elif train.select == "best" or train.early_stopping_patience:
-            raise ValueError(f"{title or name}: select=best and early stopping need validation infants")
+            raise TrainingError(f"{title or name}: select=best and early stopping need validation infants, "
+                                f"and none fall in this network's age range ({folder})")
         dataset = make_dataset(data, train_idx, train.batch_size, training=True, seed=train.seed,
                                augment=train.augment)
         callbacks = make_callbacks(folder, train, validation=validation, title=title or name, progress=progress)
@@ -94,9 +97,17 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
                             verbose=0, shuffle=False)  # the dataset shuffles itself
         losses = history.history.get("loss", [])
         if losses and not np.isfinite(losses[-1]):
-            raise FloatingPointError(f"{title or name}: the loss became {losses[-1]}; training stopped "
-                                     f"(see {folder / 'history.csv'})")
+            raise TrainingError(f"{title or name}: the loss became {losses[-1]}; training stopped "
+                                f"(see {folder / 'history.csv'}; a rerun resumes from the last backup)")
         save_keras_atomic(model, final)
-    chosen = folder / BEST_FILE if train.select == "best" and (folder / BEST_FILE).exists() else final
-    return load_trained(chosen)
+        shutil.rmtree(folder / BACKUP_DIR, ignore_errors=True)
+    chosen = folder / BEST_FILE if train.select == "best" else final
+    if not chosen.exists():
+        raise TrainingError(f"{chosen}: missing (select=best, but no epoch had a finite validation loss, or "
+                            f"the file was removed); delete {folder} to train this network again")
+    try:
+        return load_trained(chosen)
+    except Exception as exc:  # Keras raises many types for a damaged or foreign file
+        raise TrainingError(f"{chosen}: cannot be loaded ({type(exc).__name__}: {exc}); "
+                            f"delete {folder} to train this network again") from None
 
