@@ -16,8 +16,6 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
-
 from kerasmyelin.io.atomic import write_text_atomic
 
 BACKUP_DIR = "backup"
@@ -186,43 +184,17 @@ def _keras_callbacks():
             if self.bar is not None:
                 self.bar.close()
 
-    class EpochValidation(keras.callbacks.Callback):
-        """Validation loss and MAE at each epoch's end, added to the epoch's logs as
-        ``val_loss`` / ``val_mae`` for the callbacks after it.
-
-        Replaces ``fit(validation_data=...)``: Keras 3.15 re-creates the evaluation iterator
-        and waits ~4.5 s for the old one's teardown on many epochs, which doubled the epoch time
-        of a 76-infant training set. A few dozen infants need only eager forward passes.
-        """
-
-        def __init__(self, inputs: dict, ages, batch_size: int):
-            super().__init__()
-            self.inputs = inputs
-            self.ages = np.asarray(ages, dtype=np.float64).reshape(-1)
-            self.batch_size = max(1, batch_size)
-
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is None:
-                return
-            n = self.ages.size
-            preds = [np.asarray(self.model({k: v[i:i + self.batch_size] for k, v in self.inputs.items()},
-                                           training=False)) for i in range(0, n, self.batch_size)]
-            err = np.concatenate(preds).astype(np.float64).reshape(-1) - self.ages
-            logs["val_loss"] = float(np.mean(err ** 2))
-            logs["val_mae"] = float(np.mean(np.abs(err)))
-
-    return PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress, EpochValidation
+    return PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress
 
 
-def make_callbacks(folder: str | os.PathLike, train, *, validation=None, title: str,
+def make_callbacks(folder: str | os.PathLike, train, *, validation: bool, title: str,
                    progress: bool = True) -> list:
     """All callbacks of one network's training run.
 
     Args:
         folder: the network's run folder.
         train: ``TrainConfig`` (epochs, backup and plot intervals, early stopping).
-        validation: (inputs dict of (N, H, W, 1) arrays, (N,) ages in months) of the validation
-            infants, or None (then no best checkpoint and no early stopping).
+        validation: whether ``fit`` gets validation data (best checkpoint, early stopping).
         title: shown on the progress bar and the learning curve.
         progress: show a progress bar.
 
@@ -231,19 +203,16 @@ def make_callbacks(folder: str | os.PathLike, train, *, validation=None, title: 
     """
     import keras
 
-    PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress, EpochValidation = _keras_callbacks()
+    PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress = _keras_callbacks()
     folder = Path(folder)
-    callbacks = []
-    if validation is not None:
-        callbacks.append(EpochValidation(validation[0], validation[1], train.batch_size))
-    callbacks += [
+    callbacks = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(folder / HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(log_dir=str(folder / TENSORBOARD_DIR), write_graph=True,
                                     profile_batch=0),
         LearningCurve(folder, train.curve_every_epochs, title),
     ]
-    if validation is not None:
+    if validation:
         callbacks.append(BestCheckpoint(folder, train.backup_every_epochs))
         if train.early_stopping_patience:
             callbacks.append(keras.callbacks.EarlyStopping(patience=train.early_stopping_patience,
@@ -251,6 +220,5 @@ def make_callbacks(folder: str | os.PathLike, train, *, validation=None, title: 
     # Last, so a backup records an epoch only after everything else has logged it.
     callbacks.append(PeriodicBackup(folder / BACKUP_DIR, train.backup_every_epochs))
     if progress:
-        # after EpochValidation, so the bar shows the validation error
-        callbacks.insert(1 if validation is not None else 0, EpochProgress(train.epochs, title))
+        callbacks.insert(0, EpochProgress(train.epochs, title))
     return callbacks

@@ -33,18 +33,13 @@ def make_folds(participant_id, age_months, folds: int = 4, seed: int = 0,
     Returns:
         One dict per fold: {"train": [ids], "validation": [ids], "test": [ids]}, ids sorted.
     """
-    ids = np.asarray(participant_id, dtype=str)
-    ages = np.asarray(age_months, dtype=np.float64)
-    if ids.shape != ages.shape or ids.ndim != 1:
-        raise InputError(f"participant_id and age_months must be equal-length lists, got {ids.shape} and {ages.shape}")
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
         raise ConfigError(f"folds must be a whole number >= 2, got {folds!r}")
-    unique = sorted(set(ids.tolist()))
+    order = _infants_by_age(participant_id, age_months)
+    unique = sorted(order)
     if len(unique) < folds:
         raise InputError(f"{len(unique)} infants cannot fill {folds} folds")
-    # One age per infant (the mean over its sessions), then deal blocks of `folds` by age.
-    mean_age = {u: float(ages[ids == u].mean()) for u in unique}
-    order = sorted(unique, key=lambda u: (mean_age[u], u))
+    # Deal each block of `folds` consecutive infants (by age) to the folds in a seeded order.
     rng = np.random.default_rng(seed)
     fold_of = {}
     for start in range(0, len(order), folds):
@@ -63,13 +58,19 @@ def make_folds(participant_id, age_months, folds: int = 4, seed: int = 0,
 
 def holdout(participant_id, age_months, validation_fraction: float, seed: int = 0) -> dict[str, list[str]]:
     """All infants for training but an age-balanced validation share (for a final model)."""
-    ids = np.asarray(participant_id, dtype=str)
-    ages = np.asarray(age_months, dtype=np.float64)
-    unique = sorted(set(ids.tolist()))
-    mean_age = {u: float(ages[ids == u].mean()) for u in unique}
-    order = sorted(unique, key=lambda u: (mean_age[u], u))
+    order = _infants_by_age(participant_id, age_months)
     validation = _spread_pick(order, validation_fraction, np.random.default_rng(seed))
     return {"train": sorted(set(order) - set(validation)), "validation": sorted(validation), "test": []}
+
+
+def _infants_by_age(participant_id, age_months) -> list[str]:
+    """Unique infant ids sorted by age (the mean over an infant's sessions), ties by id."""
+    ids = np.asarray(participant_id, dtype=str)
+    ages = np.asarray(age_months, dtype=np.float64)
+    if ids.shape != ages.shape or ids.ndim != 1:
+        raise InputError(f"participant_id and age_months must be equal-length lists, got {ids.shape} and {ages.shape}")
+    mean_age = {u: float(ages[ids == u].mean()) for u in set(ids.tolist())}
+    return sorted(mean_age, key=lambda u: (mean_age[u], u))
 
 
 def _spread_pick(ordered: list[str], fraction: float, rng) -> list[str]:
