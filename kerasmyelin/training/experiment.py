@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -143,13 +144,34 @@ def _positions(data: TenSliceSet, ids) -> np.ndarray:
     return np.flatnonzero([p in wanted for p in data.participant_id.tolist()])
 
 
-def predict_ages(model, data: TenSliceSet, indices, batch_size: int = 32) -> np.ndarray:
-    """(N,) estimated ages in months of the infants at ``indices``."""
-    from kerasmyelin.data.pipeline import make_dataset
+_FORWARD = weakref.WeakKeyDictionary()
 
-    ds = make_dataset(data, indices, batch_size, training=False)
-    # Eager calls, not model.predict: no tf.function is traced per model (a CV run makes dozens).
-    out = [np.asarray(model(inputs, training=False)) for inputs, _ in ds]
+
+def _graph_forward(model):
+    """The model's inference as one graph with a free batch size, traced once per model.
+
+    In a graph TensorFlow fuses each convolution with its bias and ReLU: ~3-4x the eager rate.
+    """
+    forward = _FORWARD.get(model)
+    if forward is None:
+        import tensorflow as tf
+
+        spec = {t.name.split(":")[0]: tf.TensorSpec((None, *t.shape[1:]), tf.float32) for t in model.inputs}
+        forward = tf.function(lambda inputs: model(inputs, training=False), input_signature=[spec])
+        _FORWARD[model] = forward
+    return forward
+
+
+def predict_ages(model, data: TenSliceSet, indices, batch_size: int = 64) -> np.ndarray:
+    """(N,) estimated ages in months of the infants at ``indices``."""
+    from kerasmyelin.data.pipeline import model_inputs
+
+    idx = np.asarray(indices, dtype=np.int64)
+    forward = _graph_forward(model)
+    out = [np.zeros((0, 1))]
+    for start in range(0, idx.size, batch_size):
+        batch = idx[start:start + batch_size]
+        out.append(np.asarray(forward(model_inputs({k: v[batch] for k, v in data.images.items()}))))
     return np.concatenate(out).astype(np.float64).reshape(-1)
 
 

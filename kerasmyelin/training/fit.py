@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def make_optimizer(train):
-    """Adam as the paper sets it (learning rate, beta1, beta2, epsilon from ``TrainConfig``)."""
-    import keras
+    """Adam as the paper sets it (learning rate, beta1, beta2, epsilon from ``TrainConfig``), with
+    TensorFlow's one-pass update kernel (``training.optimizer.FusedAdam``)."""
+    from kerasmyelin.training.optimizer import FusedAdam
 
-    return keras.optimizers.Adam(learning_rate=train.learning_rate, beta_1=train.beta_1,
-                                 beta_2=train.beta_2, epsilon=train.epsilon)
+    return FusedAdam(learning_rate=train.learning_rate, beta_1=train.beta_1,
+                     beta_2=train.beta_2, epsilon=train.epsilon)
 
 
 def compile_for_training(model, train) -> None:

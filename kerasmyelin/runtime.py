@@ -1,0 +1,78 @@
+"""TensorFlow's CPU settings that make the paper's network train ~4x faster, applied on import.
+
+Set through environment variables, which TensorFlow reads when it starts, so they must be in place
+before ``import tensorflow``; ``import kerasmyelin`` sets them (first) unless the user already has:
+
+- ``TF_ENABLE_ONEDNN_OPTS=1``: TensorFlow's x86 wheels switch oneDNN's kernels on only for some
+  Intel CPUs; elsewhere (the AMD EPYC machines this project is measured on) convolutions run on
+  Eigen's generic kernels at ~13 GFLOP/s against oneDNN's ~45 per core. Same arithmetic, different
+  summation order (results agree to float32 round-off, tested).
+- ``TF_NUM_INTRAOP_THREADS=1``, ``TF_NUM_INTEROP_THREADS=<cores>`` on machines with up to 4 cores:
+  the ten branches are independent, and running them side by side, one thread each, beats
+  splitting each small convolution across the cores (+9% on 2 cores). Larger machines keep
+  TensorFlow's defaults.
+
+``benchmarks/bench_speed.py`` measures all of it against the plain settings; ``docs/performance.md``
+has the figures. ``state()`` reports what the running process got.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+INTRA = "TF_NUM_INTRAOP_THREADS"
+INTER = "TF_NUM_INTEROP_THREADS"
+SMALL_MACHINE_CORES = 4
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def fast_cpu_settings(cores: int | None = None) -> dict[str, str]:
+    """The environment variables kerasmyelin sets for a machine with ``cores`` cores."""
+    cores = cpu_count() if cores is None else cores
+    settings = {ONEDNN: "1"}
+    if cores <= SMALL_MACHINE_CORES:
+        settings.update({INTRA: "1", INTER: str(cores)})
+    return settings
+
+
+def apply_fast_cpu_settings(environ=None) -> dict[str, str]:
+    """Put the settings in ``environ`` (default ``os.environ``) where the user has not set them.
+
+    Returns the variables that were set. Once TensorFlow is imported they no longer matter.
+    """
+    environ = os.environ if environ is None else environ
+    if "tensorflow" in sys.modules:
+        return {}
+    applied = {}
+    for key, value in fast_cpu_settings().items():
+        if key not in environ:
+            environ[key] = value
+            applied[key] = value
+    return applied
+
+
+def state() -> dict[str, object]:
+    """The settings in effect: oneDNN on or off, thread pools, cores."""
+    onednn = os.environ.get(ONEDNN, "")
+    info: dict[str, object] = {
+        "cores": cpu_count(),
+        "onednn": onednn.strip().lower() in ("1", "true", "yes", "on"),
+        "intra_op_threads": os.environ.get(INTRA, "default"),
+        "inter_op_threads": os.environ.get(INTER, "default"),
+    }
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        # The API reports 0 unless it set the pools itself; then the environment's value holds.
+        info["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads() or info["intra_op_threads"]
+        info["inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads() or info["inter_op_threads"]
+    return info
