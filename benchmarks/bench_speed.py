@@ -107,6 +107,7 @@ def worker_train(variant: str, seconds: float, batch: int) -> dict:
         epochs += 2
     steady = statistics.median(times[1:])
     return {"samples_per_s": steps * batch / steady, "first_epoch_s": first, "epoch_s": steady,
+            "epoch_times": times[1:], "samples_per_epoch": steps * batch,
             "optimizer": optimizer, "runtime": state(), "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -184,6 +185,13 @@ def _variant_env(variant: str) -> dict:
     elif variant == "+threads":
         env.update(fast)
     return env
+
+
+def _pooled_rate(runs: list[dict]) -> float:
+    """Samples/s from the median of all steady epochs of all rounds (or of the rounds' own rates)."""
+    if all("epoch_times" in r for r in runs):
+        return runs[0]["samples_per_epoch"] / statistics.median(t for r in runs for t in r["epoch_times"])
+    return statistics.median(r["samples_per_s"] for r in runs)
 
 
 def _self(*args: str) -> list[str]:
@@ -276,7 +284,7 @@ def main() -> None:
 
     flops = network_flops(build_myelin_cnn())
     peak = statistics.median(m["gflops"] for m in matmul)
-    rate = {name: statistics.median(x["samples_per_s"] for x in rs) for name, rs in results.items()}
+    rate = {name: _pooled_rate(rs) for name, rs in results.items()}
     ours = rate.get("kerasmyelin")
     cpu = platform.processor() or platform.machine()
     try:
@@ -290,7 +298,7 @@ def main() -> None:
              f"{args.seconds:.0f} s; {time.time() - started:.0f} s in all",
              f"network: {flops.forward / 1e9:.3f} GFLOP forward, {flops.training / 1e9:.3f} GFLOP per training sample",
              f"float32 matmul peak (numpy, 2048^2, median): {peak:.0f} GFLOP/s", "",
-             f"{'training':<13}{'samples/s':>10}{'x plain':>9}{'x kerasmyelin':>15}{'GFLOP/s':>9}{'% peak':>8}{'peak MB':>9}  detail"]
+             f"{'training':<13}{'samples/s':>10}{'rounds':>14}{'x plain':>9}{'x kerasmyelin':>15}{'GFLOP/s':>9}{'% peak':>8}{'peak MB':>9}  detail"]
     for name, r in rate.items():
         last = results[name][-1]
         detail = last.get("layout") or last.get("optimizer", "")
@@ -300,11 +308,12 @@ def main() -> None:
         detail += f", {last.get('version', '')}" if "version" in last else ""
         gf = r * flops.training / 1e9
         mem = max(x["peak_rss_mb"] for x in results[name])
-        lines.append(f"{name:<13}{r:>10.1f}{r / rate['plain'] if 'plain' in rate else float('nan'):>9.2f}"
+        spread = "/".join(f"{x['samples_per_s']:.0f}" for x in results[name])
+        lines.append(f"{name:<13}{r:>10.1f}{spread:>14}{r / rate['plain'] if 'plain' in rate else float('nan'):>9.2f}"
                      f"{(r / ours) if ours else float('nan'):>15.2f}{gf:>9.1f}{100 * gf / peak:>7.0f}%{mem:>9.0f}  {detail}")
     predict = statistics.median(x["predict_subjects_per_s"] for x in infer)
     val_rate = statistics.median(x["validation_samples_per_s"] for x in infer)
-    lines += ["", f"inference (predict_ages, batch 32): {predict:.0f} subjects/s; "
+    lines += ["", f"inference (predict_ages, batch 64): {predict:.0f} subjects/s; "
                   f"validation passes (batch 8): {val_rate:.0f} samples/s; "
                   f"peak {max(x['peak_rss_mb'] for x in infer):.0f} MB"]
     if ours:

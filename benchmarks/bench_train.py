@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
+    import kerasmyelin  # noqa: F401  (first: its TensorFlow settings apply before TensorFlow starts)
     import keras
     import numpy as np
     import tensorflow as tf

@@ -76,3 +76,33 @@ def state() -> dict[str, object]:
         info["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads() or info["intra_op_threads"]
         info["inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads() or info["inter_op_threads"]
     return info
+
+
+_START_UP_NOISE = ("All log messages before absl::InitializeLog", "oneDNN custom operations are on",
+                   "cpu_feature_guard", "To enable the following instructions", "rebuild TensorFlow with")
+
+
+def import_tensorflow_quietly():
+    """``import tensorflow`` without its C++ start-up notices (CPU features, oneDNN).
+
+    They are printed before TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL``, so the process's stderr is
+    caught while importing; any other line it printed (a real problem) is passed on.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    import tempfile
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as caught:
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow as tf
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in _START_UP_NOISE):
+                    sys.stderr.write(line)
+    return tf

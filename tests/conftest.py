@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import kerasmyelin  # noqa: F401  (before any test imports TensorFlow: the project's CPU settings apply)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 TEMPLATES = SHARED / "data" / "infant_templates"

@@ -133,3 +133,31 @@ def test_graph_prediction_equals_the_eager_model_with_a_partial_last_batch():
     want = np.asarray(model({n: data.images[n][idx][..., None] for n in INPUT_NAMES})).ravel()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert predict_ages(model, data, [], batch_size=2).shape == (0,)
+
+
+def test_cli_start_up_hides_tensorflows_notices_but_not_real_errors(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    out = subprocess.run([sys.executable, "-m", "kerasmyelin.cli.main", "predict", "--model", str(tmp_path / "none"),
+                          "--data", str(tmp_path)], capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.returncode == 2
+    assert "oneDNN" not in out.stderr and "absl" not in out.stderr
+    assert "error" in out.stderr and str(tmp_path / "none") in out.stderr
+
+
+def test_prediction_graph_cache_lets_models_go():
+    import gc
+    import weakref
+
+    from kerasmyelin.data.cache import TenSliceSet
+    from kerasmyelin.levels import INPUT_NAMES
+    from kerasmyelin.training import experiment
+
+    data = TenSliceSet(images={n: np.zeros((2, 32, 32), np.float32) for n in INPUT_NAMES},
+                       participant_id=np.array(["a", "b"]), age_months=np.zeros(2, np.float32), manifest={})
+    model = build_myelin_cnn(ModelConfig(image_size=32))
+    experiment.predict_ages(model, data, [0, 1])
+    assert model in experiment._FORWARD
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None

@@ -29,7 +29,8 @@ def test_two_epoch_smoke_training_lowers_the_loss_and_writes_its_artefacts(tiny_
     rows = read_history(folder / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert rows[1]["loss"] < rows[0]["loss"]
-    assert {"loss", "mae", "val_loss", "val_mae"} <= set(rows[0])
+    assert {"loss", "mae", "val_loss", "val_mae", "epoch_seconds"} <= set(rows[0])
+    assert all(0 < r["epoch_seconds"] < 600 for r in rows)
     for name in ("final.keras", "best.keras", "best.json", "learning_curve.png"):
         assert (folder / name).stat().st_size > 0, name
     assert list((folder / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard event files"

@@ -11,6 +11,7 @@ from kerasmyelin import __version__
 from kerasmyelin.cli import (evaluate_cmd, predict_cmd, prepare_cmd, reproduce_cmd, synth_cmd, train_cmd,
                              validate_cmd)
 from kerasmyelin.errors import KerasMyelinError
+from kerasmyelin.runtime import import_tensorflow_quietly
 
 COMMANDS = (reproduce_cmd, synth_cmd, prepare_cmd, validate_cmd, train_cmd, evaluate_cmd, predict_cmd)
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     # retracing is noise here.
     logging.getLogger("tensorflow").addFilter(
         lambda record: "triggered tf.function retracing" not in record.getMessage())
+    if getattr(sys.modules[args.run.__module__], "USES_TENSORFLOW", True):
+        import_tensorflow_quietly()
     try:
         return int(args.run(args) or 0)
     except KerasMyelinError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+USES_TENSORFLOW = False  # no TensorFlow start-up for this command
 NAME = "prepare"
 HELP = "Prepare the paper's ten 128x128 images per infant from a BIDS folder and a table of slice levels."
 EXAMPLES = """examples:

@@ -3,7 +3,7 @@
 Synthetic cohort -> subject-level cross-validation of the simple model and of the ensemble ->
 Table 1 (r, RMSE, MAE beside the paper's numbers and the oracle floor) and Figure 4.
 The default trains each network for a fixed budget of ``QUICK_EPOCHS`` epochs so the whole job
-fits in about 30 minutes on 2 cores; ``--paper`` runs the paper's 1000 epochs.
+fits in about 25 minutes on 2 cores; ``--paper`` runs the paper's 1000 epochs.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from kerasmyelin.errors import InputError
 NAME = "reproduce"
 HELP = ("The main job: build the synthetic cohort, cross-validate the paper's simple model and ensemble, "
         "print Table 1 and draw Figure 4.")
-QUICK_EPOCHS = 25
+QUICK_EPOCHS = 100
 EXAMPLES = f"""examples:
-  kerasmyelin reproduce --out main            # ~30 min on 2 cores: {QUICK_EPOCHS} epochs per network
+  kerasmyelin reproduce --out main            # ~25 min on 2 cores: {QUICK_EPOCHS} epochs per network
   kerasmyelin reproduce --out main --paper    # the paper's protocol: 1000 epochs per network
   kerasmyelin reproduce --out tiny --subjects 24 --epochs 2 --set cv.folds=2   # a quick try
 Rerunning the same command reuses the cohort and every finished fold, and resumes a killed network.

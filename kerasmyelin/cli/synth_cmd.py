@@ -6,6 +6,7 @@ import argparse
 
 from kerasmyelin.errors import ConfigError
 
+USES_TENSORFLOW = False  # no TensorFlow start-up for this command
 NAME = "synth"
 HELP = "Generate a synthetic infant cohort (BIDS raw data, ground truth, ten-slice cache)."
 EXAMPLES = """examples:

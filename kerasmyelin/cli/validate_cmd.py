@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+USES_TENSORFLOW = False  # no TensorFlow start-up for this command
 NAME = "validate-synth"
 HELP = "Compare synthetic infants with real infant templates: WM/GM ratio table, agreement, figure."
 EXAMPLES = """examples:

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 from kerasmyelin.io.atomic import write_text_atomic
@@ -157,6 +158,16 @@ def _keras_callbacks():
         def on_train_end(self, logs=None):
             self._draw()
 
+    class EpochTimer(keras.callbacks.Callback):
+        """Adds the epoch's wall time (``epoch_seconds``) to the logs the CSV and TensorBoard write."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["epoch_seconds"] = time.perf_counter() - self.start
+
     class EpochProgress(keras.callbacks.Callback):
         """One progress bar per network, one tick per epoch, with the latest errors."""
 
@@ -184,7 +195,7 @@ def _keras_callbacks():
             if self.bar is not None:
                 self.bar.close()
 
-    return PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress
+    return PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress, EpochTimer
 
 
 def make_callbacks(folder: str | os.PathLike, train, *, validation: bool, title: str,
@@ -203,9 +214,10 @@ def make_callbacks(folder: str | os.PathLike, train, *, validation: bool, title:
     """
     import keras
 
-    PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress = _keras_callbacks()
+    PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress, EpochTimer = _keras_callbacks()
     folder = Path(folder)
     callbacks = [
+        EpochTimer(),  # first: every later callback sees the epoch's time in its logs
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(folder / HISTORY_FILE), append=True),
         keras.callbacks.TensorBoard(log_dir=str(folder / TENSORBOARD_DIR), write_graph=True,

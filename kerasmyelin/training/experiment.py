@@ -157,7 +157,8 @@ def _graph_forward(model):
         import tensorflow as tf
 
         spec = {t.name.split(":")[0]: tf.TensorSpec((None, *t.shape[1:]), tf.float32) for t in model.inputs}
-        forward = tf.function(lambda inputs: model(inputs, training=False), input_signature=[spec])
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        forward = tf.function(lambda inputs: ref()(inputs, training=False), input_signature=[spec])
         _FORWARD[model] = forward
     return forward
 
