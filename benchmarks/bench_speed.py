@@ -199,7 +199,7 @@ def _self(*args: str) -> list[str]:
 
 
 def _find_nnabla_python(given: str | None) -> str | None:
-    candidates = [given] if given else [str(REPO / "nnabla-venv/bin/python"), "/tmp/km/nnabla-venv/bin/python"]
+    candidates = [given] if given else [os.environ.get("NNABLA_PYTHON"), str(REPO / "nnabla-venv/bin/python")]
     for c in candidates:
         if c and Path(c).exists():
             probe = subprocess.run([c, "-c", "import nnabla"], capture_output=True)
@@ -228,7 +228,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternated rounds (default 2)")
     parser.add_argument("--seconds", type=float, default=15.0, help="timed seconds per measurement")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--nnabla-python", help="a Python with nnabla installed (default: look for nnabla-venv)")
+    parser.add_argument("--nnabla-python", help="a Python with nnabla installed (default: $NNABLA_PYTHON, "
+                        "then nnabla-venv/ in the repository)")
     parser.add_argument("--skip", nargs="*", default=[], help="implementations to leave out")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -55,6 +55,39 @@ def write_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray) -
     return write_bytes_atomic(path, raw), hashlib.sha256(raw).hexdigest()
 
 
+# qform and sform both set but placing the head this far apart (mm, anywhere in the volume's
+# bounding box) means one of them is wrong, and which one the scanner meant cannot be known.
+QFORM_SFORM_TOLERANCE_MM = 1.0
+
+
+def _check_qform_sform(img, shape, path: Path) -> None:
+    hdr = img.header
+    qform, qcode = hdr.get_qform(coded=True)
+    sform, scode = hdr.get_sform(coded=True)
+    if not qcode or not scode or qform is None or sform is None:
+        return
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
+                        for k in (0, shape[2] - 1)])
+    gap = float(np.max(np.linalg.norm((corners @ qform.T - corners @ sform.T)[:, :3], axis=1)))
+    if not np.isfinite(gap) or gap > QFORM_SFORM_TOLERANCE_MM:
+        raise InputError(f"qform and sform disagree by up to {gap:.1f} mm over the volume; "
+                         "fix the header (e.g. copy the correct one over the other)", path)
+
+
+def _stored_voxel_sizes(img, path: Path) -> np.ndarray:
+    """The voxel sizes as the file stores them: nibabel's loader silently turns negative ones
+    positive, which hides a broken header."""
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    if isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
+        try:
+            with nib.openers.ImageOpener(str(path)) as f:
+                raw = type(img.header).from_fileobj(f, check=False)
+            zooms = np.asarray(raw["pixdim"][1:1 + len(zooms)], dtype=np.float64)
+        except Exception:  # unreadable here means nibabel already read it; keep its values
+            pass
+    return zooms
+
+
 # A header may claim any size; refuse before allocating (4096^3 float32 would be 256 GiB).
 MAX_VOXELS = 512 * 1024 * 1024
 
@@ -67,7 +100,8 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32) -> tuple[np.ndarra
 
     Raises:
         InputError: naming the file and the problem (missing, not NIfTI, truncated, not 3-D,
-            too large, non-finite voxels, constant image, unusable affine).
+            too large, non-positive voxel sizes, qform and sform that disagree, non-finite
+            voxels, constant image, unusable affine).
     """
     path = Path(path)
     if not path.exists():
@@ -83,9 +117,10 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32) -> tuple[np.ndarra
         raise InputError(f"expected a 3-D volume, got shape {img.shape}", path)
     if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise InputError(f"header claims {shape} voxels, more than this reader accepts", path)
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    zooms = _stored_voxel_sizes(img, path)
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
         raise InputError(f"voxel sizes must be positive, got {tuple(zooms)}", path)
+    _check_qform_sform(img, shape, path)
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError("affine is singular or not finite", path)
