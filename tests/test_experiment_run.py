@@ -139,7 +139,7 @@ def test_image_size_mismatch_is_a_clear_error(tiny_tenslice, tmp_path):
         open_run(tmp_path / "r", config, tiny_tenslice)
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "reproduce"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "reproduce", "doctor"])
 def test_every_command_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

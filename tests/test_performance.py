@@ -161,3 +161,13 @@ def test_prediction_graph_cache_lets_models_go():
     del model
     gc.collect()
     assert gone() is None
+
+
+def test_doctor_reports_versions_settings_and_devices(capsys):
+    from kerasmyelin.cli.main import main
+
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "keras " in out and "oneDNN kernels" in out and "TensorFlow devices" in out
+    expected = "on" if runtime.state()["onednn"] else "off"
+    assert any(line.startswith("oneDNN kernels") and line.split()[-1] == expected for line in out.splitlines())

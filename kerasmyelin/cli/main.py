@@ -8,12 +8,12 @@ import os
 import sys
 
 from kerasmyelin import __version__
-from kerasmyelin.cli import (evaluate_cmd, predict_cmd, prepare_cmd, reproduce_cmd, synth_cmd, train_cmd,
-                             validate_cmd)
+from kerasmyelin.cli import (doctor_cmd, evaluate_cmd, predict_cmd, prepare_cmd, reproduce_cmd, synth_cmd,
+                             train_cmd, validate_cmd)
 from kerasmyelin.errors import KerasMyelinError
 from kerasmyelin.runtime import import_tensorflow_quietly
 
-COMMANDS = (reproduce_cmd, synth_cmd, prepare_cmd, validate_cmd, train_cmd, evaluate_cmd, predict_cmd)
+COMMANDS = (reproduce_cmd, synth_cmd, prepare_cmd, validate_cmd, train_cmd, evaluate_cmd, predict_cmd, doctor_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
