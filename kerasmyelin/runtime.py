@@ -5,11 +5,11 @@ before ``import tensorflow``; ``import kerasmyelin`` sets them (first) unless th
 
 - ``TF_ENABLE_ONEDNN_OPTS=1``: TensorFlow's x86 wheels switch oneDNN's kernels on only for some
   Intel CPUs; elsewhere (the AMD EPYC machines this project is measured on) convolutions run on
-  Eigen's generic kernels at ~13 GFLOP/s against oneDNN's ~45 per core. Same arithmetic, different
+  Eigen's generic kernels, several times slower (docs/performance.md). Same arithmetic, different
   summation order (results agree to float32 round-off, tested).
 - ``TF_NUM_INTRAOP_THREADS=1``, ``TF_NUM_INTEROP_THREADS=<cores>`` on machines with up to 4 cores:
   the ten branches are independent, and running them side by side, one thread each, beats
-  splitting each small convolution across the cores (+9% on 2 cores). Larger machines keep
+  splitting each small convolution across the cores (+19-21% on 2 cores in the recorded runs). Larger machines keep
   TensorFlow's defaults.
 
 ``benchmarks/bench_speed.py`` measures all of it against the plain settings; ``docs/performance.md``

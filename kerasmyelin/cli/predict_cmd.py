@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # Keras raises many types for a foreign or damaged file
         raise InputError(f"cannot load this model ({type(exc).__name__}: {exc})", model_file) from None
     from kerasmyelin.levels import INPUT_NAMES
+    from kerasmyelin.training.experiment import model_input_names
 
-    names = sorted(t.name.split(":")[0] for t in model.inputs)
+    names = sorted(model_input_names(model))
     if names != sorted(INPUT_NAMES) or tuple(model.outputs[0].shape[1:]) != (1,):
         raise InputError(f"not a myelination-age model (inputs {names}, output shape "
                          f"{tuple(model.outputs[0].shape)}; expected the ten inputs {list(INPUT_NAMES)} "

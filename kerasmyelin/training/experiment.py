@@ -147,6 +147,11 @@ def _positions(data: TenSliceSet, ids) -> np.ndarray:
 _FORWARD = weakref.WeakKeyDictionary()
 
 
+def model_input_names(model) -> list[str]:
+    """The names of a Keras model's inputs (without TensorFlow's ":0" suffix)."""
+    return [t.name.split(":")[0] for t in model.inputs]
+
+
 def _graph_forward(model):
     """The model's inference as one graph with a free batch size, traced once per model.
 
@@ -156,7 +161,8 @@ def _graph_forward(model):
     if forward is None:
         import tensorflow as tf
 
-        spec = {t.name.split(":")[0]: tf.TensorSpec((None, *t.shape[1:]), tf.float32) for t in model.inputs}
+        spec = {name: tf.TensorSpec((None, *t.shape[1:]), tf.float32)
+                for name, t in zip(model_input_names(model), model.inputs)}
         ref = weakref.ref(model)  # the cache must not keep the model alive
         forward = tf.function(lambda inputs: ref()(inputs, training=False), input_signature=[spec])
         _FORWARD[model] = forward
