@@ -1,4 +1,9 @@
-"""``kerasmyelin predict``: estimate the age of prepared ten-slice infants with a trained model."""
+"""``kerasmyelin predict``: estimate myelination age from whole-brain NIfTI pairs or prepared slices.
+
+Three sources: one infant's ``--t1``/``--t2`` pair (result.json + one-page report), many
+infants from ``--bids`` or ``--csv`` (predictions.csv with one row per infant, failures
+included), or a prepared ten-slice cache ``--data``.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,38 @@ from pathlib import Path
 from kerasmyelin.errors import InputError
 
 NAME = "predict"
-HELP = "Estimate myelination age (months) for infants in a prepared ten-slice cache with a trained model."
+HELP = ("Estimate myelination age (months) from whole-brain T1w+T2w NIfTI (one infant, a BIDS folder, "
+        "a CSV list) or a prepared ten-slice cache.")
 EXAMPLES = """examples:
+  kerasmyelin predict --model main/e100_ensemble --t1 T1w.nii.gz --t2 T2w.nii.gz --age-months 7.5 --out infant01
+  kerasmyelin predict --model main/e100_ensemble --bids rawdata --out preds
+  kerasmyelin predict --model main/e100_ensemble --csv scans.csv --out preds --reports
   kerasmyelin predict --model runs/ens --data cohort/derivatives/tenslice --out predictions.csv
-  kerasmyelin predict --model runs/ens/fold-0/model.keras --data prep --subjects sub-003,sub-017
---model takes a run folder (its model trained on all infants, runs/NAME/full), a fold folder or a .keras
-file written by kerasmyelin. Prepare a cache from NIfTI files with 'kerasmyelin prepare'.
+--model takes a run folder (its model trained on all infants, RUN/full, or else the mean of its fold
+models; its cross-validated estimates give the interval and the delay grades), a fold folder or a
+.keras file written by kerasmyelin. One infant writes OUT/result.json, OUT/report.png, OUT/report.pdf
+and OUT/slices.npz. --bids/--csv write OUT/predictions.csv (status and error per infant) and
+OUT/<subject>/result.json. A CSV list has columns subject,t1w,t2w[,age_months]. Ages are corrected
+ages in months. Research use only.
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="run folder, fold folder or .keras file")
-    p.add_argument("--data", required=True, help="ten-slice cache folder (tenslice.npz + manifest.json)")
-    p.add_argument("--subjects", help="comma-separated participant ids (default: all)")
-    p.add_argument("--out", help="CSV to write (default: print only)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--t1", help="one infant's T1w NIfTI (with --t2)")
+    source.add_argument("--bids", help="BIDS raw folder: every subject/session with T1w and T2w")
+    source.add_argument("--csv", help="CSV list with columns subject,t1w,t2w[,age_months]")
+    source.add_argument("--data", help="ten-slice cache folder (tenslice.npz + manifest.json)")
+    p.add_argument("--t2", help="the same infant's T2w NIfTI (with --t1)")
+    p.add_argument("--age-months", type=float, help="corrected age in months (with --t1): gives the gap and the delay grade")
+    p.add_argument("--subject", default="subject", help="label shown in the report (with --t1; default: 'subject')")
+    p.add_argument("--skull-stripped", choices=("auto", "yes", "no"), default="auto",
+                   help="are the images skull-stripped? auto: yes when >= 30%% of voxels are exactly the minimum")
+    p.add_argument("--reports", action="store_true", help="with --bids/--csv: also write each infant's report")
+    p.add_argument("--no-saliency", action="store_true", help="skip the saliency maps (faster)")
+    p.add_argument("--subjects", help="with --data: comma-separated participant ids (default: all)")
+    p.add_argument("--out", help="output folder (--t1/--bids/--csv) or CSV to write (--data; default: print only)")
 
 
 def resolve_model_file(path: str) -> Path:
@@ -39,6 +62,57 @@ def resolve_model_file(path: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data is None:
+        return _run_whole_brain(args)
+    return _run_cache(args)
+
+
+def _run_whole_brain(args: argparse.Namespace) -> int:
+    from kerasmyelin.wholebrain.batch import PREDICTIONS_CSV, run_batch
+    from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS, jobs_from_bids, jobs_from_csv
+    from kerasmyelin.wholebrain.pipeline import TrainedEstimator, estimate_subject, prepare_scan, write_subject_outputs
+
+    if not args.out:
+        raise InputError("--out is required with --t1, --bids or --csv (the folder to write results to)")
+    if args.t1 and not args.t2:
+        raise InputError("--t1 needs --t2 (the same infant's T2w image)")
+    if args.age_months is not None and not AGE_RANGE_MONTHS[0] <= args.age_months <= AGE_RANGE_MONTHS[1]:
+        raise InputError(f"--age-months {args.age_months} is outside {AGE_RANGE_MONTHS[0]:g} to "
+                         f"{AGE_RANGE_MONTHS[1]:g}: give the corrected age in months (not weeks or days)")
+    skull = {"auto": None, "yes": True, "no": False}[args.skull_stripped]
+    # Read the inputs list before loading the model: a bad list fails in a second, not after ~10.
+    jobs = None if args.t1 else (jobs_from_bids(args.bids) if args.bids else jobs_from_csv(args.csv))
+    estimator = TrainedEstimator.from_path(args.model)
+    if estimator.normative is None:
+        print(f"note: no normative model for {args.model} ({estimator.normative_report.get('unavailable', 'a single model file')}); "
+              "estimates come without interval or delay grade")
+    saliency = None if args.no_saliency else "integrated_gradients"
+    if jobs is None:
+        scan = prepare_scan(args.t1, args.t2, skull_stripped=skull)
+        result, attribution = estimate_subject(estimator, scan, subject=args.subject, age_months=args.age_months,
+                                               saliency=saliency)
+        written = write_subject_outputs(args.out, result, scan, attribution, estimator)
+        interval = result["interval_months"]
+        line = f"{args.subject}: estimated myelination age {result['estimate_months']:.1f} months"
+        if interval:
+            line += f" ({result['interval_level']:.0%} interval {interval[0]:.1f} to {interval[1]:.1f})"
+        if result["grade"]:
+            line += f"; corrected gap {result['corrected_gap_months']:+.1f} months: {result['grade']}"
+        print(line)
+        for w in scan.qc["warnings"]:
+            print(f"warning: {w}")
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
+    rows = run_batch(jobs, estimator, args.out, reports=args.reports, saliency=saliency if args.reports else None,
+                     skull_stripped=skull)
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"{len(rows) - len(failed)} of {len(rows)} infants estimated; wrote {Path(args.out) / PREDICTIONS_CSV}")
+    if failed:
+        print(f"{len(failed)} failed (see the error column): {', '.join(r['subject'] for r in failed[:10])}")
+    return 1 if failed else 0
+
+
+def _run_cache(args: argparse.Namespace) -> int:
     import numpy as np
 
     from kerasmyelin.data.cache import read_cache

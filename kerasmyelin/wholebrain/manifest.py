@@ -1,0 +1,143 @@
+"""Many infants at once: the T1w/T2w pairs of a BIDS folder or a CSV list.
+
+A BIDS raw folder gives one job per subject (or per session: ``sub-01/ses-02/anat/
+sub-01_ses-02_T1w.nii.gz``), its corrected age from ``participants.tsv`` (column
+``age_months``; per session from ``sub-01/sub-01_sessions.tsv`` when that has it). A CSV list
+has columns ``subject, t1w, t2w`` and optionally ``age_months``; relative paths are taken from
+the CSV's folder. Problems of one row (a missing file, an unreadable age) become that job's
+error, reported and skipped by the batch; only an unusable list as a whole stops it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kerasmyelin.errors import InputError
+
+AGE_RANGE_MONTHS = (-3.0, 60.0)
+
+
+@dataclass
+class Job:
+    """One infant to estimate.
+
+    Attributes:
+        subject: the label used in outputs ("sub-01" or "sub-01_ses-02").
+        t1w, t2w: NIfTI paths (None when missing: see ``error``).
+        age_months: corrected age or None.
+        error: why this job cannot run, or None.
+    """
+
+    subject: str
+    t1w: Path | None
+    t2w: Path | None
+    age_months: float | None = None
+    error: str | None = None
+
+
+def parse_age(text: str | None, where: str) -> float | None:
+    """A corrected age in months from a table cell; '' / 'n/a' -> None; a bad value -> InputError."""
+    if text is None or text.strip().lower() in ("", "n/a", "na", "nan"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{where}: age {text!r} is not a number of months") from None
+    if not math.isfinite(value) or not AGE_RANGE_MONTHS[0] <= value <= AGE_RANGE_MONTHS[1]:
+        raise InputError(f"{where}: age {text} is outside {AGE_RANGE_MONTHS[0]:g} to {AGE_RANGE_MONTHS[1]:g} "
+                         "months (corrected age in months expected; weeks or days?)")
+    return value
+
+
+def _anat(folder: Path, stem: str, contrast: str) -> Path | None:
+    for ext in (".nii.gz", ".nii"):
+        p = folder / f"{stem}_{contrast}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _read_table(path: Path, delimiter: str) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()}
+                for row in csv.DictReader(fh, delimiter=delimiter)]
+
+
+def jobs_from_bids(root: str | os.PathLike) -> list[Job]:
+    """One job per subject (or session) with anatomical images in a BIDS raw folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("BIDS folder not found", root)
+    subjects = sorted(p for p in root.glob("sub-*") if p.is_dir())
+    if not subjects:
+        raise InputError("no sub-* folders: not a BIDS raw data set", root)
+    ages: dict[str, str] = {}
+    participants = root / "participants.tsv"
+    if participants.is_file():
+        for row in _read_table(participants, "\t"):
+            if "age_months" in row and row.get("participant_id"):
+                ages[row["participant_id"]] = row["age_months"]
+    jobs = []
+    for sub in subjects:
+        sessions = sorted(p for p in sub.glob("ses-*") if p.is_dir())
+        session_ages = {}
+        table = sub / f"{sub.name}_sessions.tsv"
+        if sessions and table.is_file():
+            session_ages = {r.get("session_id", ""): r.get("age_months") for r in _read_table(table, "\t")}
+        for folder, label in ([(s, f"{sub.name}_{s.name}") for s in sessions] or [(sub, sub.name)]):
+            anat = folder / "anat"
+            job = Job(label, _anat(anat, label, "T1w"), _anat(anat, label, "T2w"))
+            missing = [c for c, p in (("T1w", job.t1w), ("T2w", job.t2w)) if p is None]
+            if missing:
+                job.error = f"{anat}: no {' or '.join(f'{label}_{c}.nii[.gz]' for c in missing)}"
+            age_text = session_ages.get(folder.name) if folder is not sub else None
+            if age_text is None:
+                age_text = ages.get(sub.name)
+            try:
+                job.age_months = parse_age(age_text, f"{participants.name} {label}")
+            except InputError as exc:
+                job.error = job.error or str(exc)
+            jobs.append(job)
+    return jobs
+
+
+def jobs_from_csv(path: str | os.PathLike) -> list[Job]:
+    """One job per row of a CSV with columns subject, t1w, t2w[, age_months]."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path)
+    try:
+        rows = _read_table(path, ",")
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"not a readable CSV ({exc})", path) from None
+    if not rows:
+        raise InputError("no rows", path)
+    missing = [c for c in ("subject", "t1w", "t2w") if c not in rows[0]]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)} (found: {', '.join(rows[0])})", path)
+    jobs, seen = [], set()
+    for line, row in enumerate(rows, start=2):
+        label = row["subject"]
+        job = Job(label, None, None)
+        if not label:
+            job.subject, job.error = f"line-{line}", f"{path}: line {line} has no subject label"
+        elif label in seen:
+            job.error = f"{path}: line {line}: subject {label!r} appears twice"
+        seen.add(label)
+        for contrast in ("t1w", "t2w"):
+            p = Path(row[contrast]).expanduser()
+            p = p if p.is_absolute() else path.parent / p
+            if row[contrast] and p.is_file():
+                setattr(job, contrast, p)
+            elif job.error is None:
+                job.error = f"{p}: file not found (line {line}, column {contrast})"
+        try:
+            job.age_months = parse_age(row.get("age_months"), f"{path} line {line}")
+        except InputError as exc:
+            job.error = job.error or str(exc)
+        jobs.append(job)
+    return jobs

@@ -1,0 +1,343 @@
+"""The whole-brain pipeline: a T1w/T2w NIfTI pair -> ten slices -> age, interval, delay grade.
+
+:func:`prepare_scan` loads and checks the pair (:mod:`.volumes`), finds the five levels
+(:mod:`.level_finder`), makes 3-D scans into 5 mm slabs and prepares the paper's ten images
+(:mod:`kerasmyelin.data.prepare`, the same code as for the training cohort).
+:class:`TrainedEstimator` holds a run's network(s) and its normative model
+(:mod:`kerasmyelin.inference.normative`); :func:`estimate_subject` puts the two together, and
+:func:`write_subject_outputs` writes ``result.json``, the slices and the one-page report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kerasmyelin.data.prepare import PrepConfig, head_mask, prepare_volume
+from kerasmyelin.errors import InputError
+from kerasmyelin.levels import CONTRASTS, INPUT_NAMES, LEVEL_KEYS, LEVELS, input_name
+from kerasmyelin.wholebrain.level_finder import FinderConfig, LevelFit, find_levels, looks_skull_stripped
+from kerasmyelin.wholebrain.volumes import SLAB_MM, ScanPair, make_pair, slab_stack
+
+# A level's slice with less head than this share of the widest slice's is reported: the scan
+# (or a skull-stripped template) may not contain that level.
+MIN_LEVEL_AREA = 0.10
+RESULT_FILE = "result.json"
+REPORT_PNG = "report.png"
+REPORT_PDF = "report.pdf"
+SLICES_FILE = "slices.npz"
+# Integrated-gradients steps: 16 keeps the saliency of a 4-fold ensemble (8 networks) near 1 s on 2
+# cores; the quadrature error is written to result.json (completeness_error_months).
+IG_STEPS = 16
+
+
+@dataclass
+class PreparedScan:
+    """One infant's scan made ready for the network.
+
+    Attributes:
+        images: input name -> (size, size) float32 prepared slice.
+        levels: level key -> {"T1w": slice, "T2w": slice, "z_mm": world z of the landmark,
+            "area": head area of the slice relative to the widest slice}.
+        fit: the level finder's alignment.
+        qc: checks and facts: skull_stripped, is_3d, t2_resampled, same_head (dice, nmi),
+            warnings (list of str).
+        seconds: wall time of each step.
+    """
+
+    images: dict[str, np.ndarray]
+    levels: dict[str, dict]
+    fit: LevelFit
+    qc: dict
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _level_slices(fit: LevelFit, affine: np.ndarray, n_slices: int, source) -> dict[str, int]:
+    """Nearest slice of each level; a level outside the imaged slices is an error."""
+    inv = np.linalg.inv(affine)
+    out = {}
+    for lv in LEVELS:
+        k = float((inv @ np.array([*fit.landmarks_mm[lv.key], 1.0]))[2])
+        if k < -0.5 or k > n_slices - 0.5:
+            side = "below" if k < 0 else "above"
+            gap_mm = (-k if k < 0 else k - (n_slices - 1)) * abs(affine[2, 2])
+            raise InputError(f"level {lv.key} ({lv.name}) lies {gap_mm:.0f} mm {side} the imaged slices: "
+                             f"the field of view misses it (or the level finder failed: outline overlap "
+                             f"{fit.dice:.2f})", source)
+        out[lv.key] = int(np.rint(k))
+    return out
+
+
+def _skull_stripped_margin(prep: PrepConfig) -> PrepConfig:
+    """Frame a skull-stripped brain as the model saw heads: widen the crop by head/brain width."""
+    from dataclasses import replace
+
+    from kerasmyelin.wholebrain.level_finder import reference_mask
+
+    widths = []
+    for kind in ("head", "brain"):
+        mask, affine = reference_mask(kind)
+        xy = mask.any(axis=2)
+        widths.append(max(np.ptp(np.nonzero(xy.any(1))[0]) * abs(affine[0, 0]),
+                          np.ptp(np.nonzero(xy.any(0))[0]) * abs(affine[1, 1])))
+    return replace(prep, crop_margin=prep.crop_margin * widths[0] / widths[1])
+
+
+def prepare_pair(pair: ScanPair, *, skull_stripped: bool | None = None, finder: FinderConfig = FinderConfig(),
+                 prep: PrepConfig = PrepConfig()) -> PreparedScan:
+    """Find the levels in a pair and prepare its ten images (see the module docstring)."""
+    seconds = {}
+    t = time.perf_counter()
+    if skull_stripped is None:
+        skull_stripped = looks_skull_stripped(pair.t1)
+    src = pair.sources.get("T1w")
+    fit = find_levels(pair.t1, pair.affine, skull_stripped=skull_stripped, config=finder, source=src)
+    seconds["find_levels"] = time.perf_counter() - t
+    t = time.perf_counter()
+    volumes = {"T1w": pair.t1, "T2w": pair.t2}
+    affine = pair.affine
+    if pair.is_3d:
+        stacks = {c: slab_stack(v, pair.affine, fit.z_mm["c"]) for c, v in volumes.items()}
+        volumes = {c: s[0] for c, s in stacks.items()}
+        affine = stacks["T1w"][1]
+    slices = _level_slices(fit, affine, volumes["T1w"].shape[2], src)
+    if skull_stripped:
+        prep = _skull_stripped_margin(prep)
+    images = {}
+    for contrast in CONTRASTS:
+        out = prepare_volume(volumes[contrast], affine, slices, prep, pair.sources.get(contrast))
+        for key, img in out.items():
+            images[input_name(contrast, key)] = img
+    # How much head each level's slice holds, against the widest slice.
+    step = max(1, int(np.ceil(max(volumes["T1w"].shape[:2]) / 128)))
+    if skull_stripped:
+        mask = np.asarray(volumes["T1w"][::step, ::step, :]) > volumes["T1w"].min()
+    else:
+        mask = head_mask(volumes["T1w"], prep.head_threshold, step)
+    area = mask.sum(axis=(0, 1)).astype(np.float64)
+    area /= max(area.max(), 1.0)
+    warnings = []
+    levels = {}
+    for lv in LEVELS:
+        k = slices[lv.key]
+        levels[lv.key] = {"T1w": k, "T2w": k, "z_mm": round(fit.z_mm[lv.key], 1), "area": round(float(area[k]), 3)}
+        if area[k] < MIN_LEVEL_AREA:
+            warnings.append(f"level {lv.key} ({lv.name}): slice {k} holds almost no "
+                            f"{'brain' if skull_stripped else 'head'} ({area[k]:.0%} of the widest slice); "
+                            "the scan may not contain this level")
+    if fit.dice < 0.85:
+        warnings.append(f"the level finder's outline overlap is low ({fit.dice:.2f}); check the levels in the report")
+    seconds["prepare"] = time.perf_counter() - t
+    qc = {"skull_stripped": bool(skull_stripped), "is_3d": pair.is_3d, "t2_resampled": pair.t2_resampled,
+          "slab_mm": SLAB_MM if pair.is_3d else round(float(abs(affine[2, 2])), 2),
+          "same_head": pair.same_head, "level_finder": fit.as_dict(), "warnings": warnings}
+    return PreparedScan(images, levels, fit, qc, seconds)
+
+
+def prepare_scan(t1_path: str | os.PathLike, t2_path: str | os.PathLike, *, skull_stripped: bool | None = None,
+                 finder: FinderConfig = FinderConfig(), prep: PrepConfig = PrepConfig()) -> PreparedScan:
+    """Load a T1w/T2w NIfTI pair, check it, find the levels and prepare the ten images."""
+    from kerasmyelin.io.nifti import load_volume
+
+    t = time.perf_counter()
+    sources = {"T1w": str(t1_path), "T2w": str(t2_path)}
+    pair = make_pair(load_volume(t1_path), load_volume(t2_path), sources)
+    loaded = time.perf_counter() - t
+    scan = prepare_pair(pair, skull_stripped=skull_stripped, finder=finder, prep=prep)
+    scan.seconds = {"load": loaded, **scan.seconds}
+    return scan
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class TrainedEstimator:
+    """A run's network and normative model, loaded once for many infants.
+
+    ``TrainedEstimator.from_path(path)`` takes a run folder, a fold folder or a ``.keras``
+    file. A run folder gives its model trained on all infants (``full/``) if there is one,
+    otherwise the mean of its fold models (a cross-validation ensemble); its out-of-fold
+    predictions give the normative model (interval, gap correction, delay grades). A single
+    ``.keras`` file has no normative model: estimates come without interval or grade.
+    """
+
+    def __init__(self, model, files: list[Path], normative=None, normative_report: dict | None = None,
+                 name: str = "model"):
+        self.model = model
+        self.files = files
+        self.normative = normative
+        self.normative_report = normative_report or {}
+        self.name = name
+        self.version = f"{name} (sha256 {'+'.join(_sha256(f)[:12] for f in files)})"
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike) -> TrainedEstimator:
+        from kerasmyelin.training.experiment import CONFIG_FILE, FULL, MODEL_FILE, fold_dir
+
+        p = Path(path).expanduser()
+        if p.is_file():
+            if p.suffix != ".keras":
+                raise InputError("not a .keras model file", p)
+            return cls(_load_checked(p), [p], name=p.parent.name + "/" + p.name)
+        if not p.is_dir():
+            raise InputError("model not found (give a run folder, a fold folder or a .keras file)", p)
+        if (p / MODEL_FILE).is_file() and not (p / CONFIG_FILE).is_file():
+            return cls(_load_checked(p / MODEL_FILE), [p / MODEL_FILE], name=p.name)
+        if (p / FULL / MODEL_FILE).is_file():
+            files = [p / FULL / MODEL_FILE]
+        else:
+            files = sorted(f for f in (fold_dir(p, k) / MODEL_FILE for k in range(64)) if f.is_file())
+        if not files:
+            raise InputError(f"no trained model here (looked for {FULL}/{MODEL_FILE} and fold-*/{MODEL_FILE}); "
+                             f"train one with 'kerasmyelin train --out {p}'", p)
+        models = [_load_checked(f) for f in files]
+        model = models[0] if len(models) == 1 else _average(models)
+        normative, report = None, None
+        try:
+            from kerasmyelin.inference.normative import normative_from_run
+
+            normative, report = normative_from_run(p)
+        except InputError as exc:
+            report = {"unavailable": str(exc)}
+        return cls(model, files, normative, report, name=p.name)
+
+    def predict(self, images: dict[str, np.ndarray]) -> float:
+        return float(self.predict_many([images])[0])
+
+    def predict_many(self, batch: list[dict[str, np.ndarray]]) -> np.ndarray:
+        from kerasmyelin.training.experiment import _graph_forward
+
+        inputs = {n: np.stack([b[n] for b in batch])[..., None].astype(np.float32) for n in INPUT_NAMES}
+        return np.asarray(_graph_forward(self.model)(inputs)).reshape(-1).astype(np.float64)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.inputs[0].shape[1])
+
+
+def _load_checked(path: Path):
+    from kerasmyelin.training.experiment import model_input_names
+    from kerasmyelin.training.fit import load_trained
+
+    try:
+        model = load_trained(path)
+    except Exception as exc:  # Keras raises many types for a foreign or damaged file
+        raise InputError(f"cannot load this model ({type(exc).__name__}: {exc})", path) from None
+    names = sorted(model_input_names(model))
+    if names != sorted(INPUT_NAMES) or tuple(model.outputs[0].shape[1:]) != (1,):
+        raise InputError(f"not a myelination-age model (inputs {names}; expected the ten inputs "
+                         f"{list(INPUT_NAMES)} and one age)", path)
+    return model
+
+
+def _average(models):
+    """One functional model: the mean of the fold models' estimates."""
+    import keras
+
+    size = models[0].inputs[0].shape[1]
+    inputs = {n: keras.Input(shape=(size, size, 1), name=n) for n in INPUT_NAMES}
+    for i, m in enumerate(models):
+        m.name = f"fold_{i}_{m.name}"  # nested models need distinct names
+    out = keras.layers.Average(name="fold_mean")([m(inputs) for m in models])
+    return keras.Model(inputs, out, name="fold_average")
+
+
+def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject: str = "subject",
+                     age_months: float | None = None, saliency: str | None = "integrated_gradients") -> tuple[dict, object]:
+    """The estimate of one prepared infant, with interval, gap, grade and (optionally) saliency.
+
+    Returns:
+        (result dict for ``result.json`` and the report, the ``Attribution`` or None).
+    """
+    import kerasmyelin
+
+    if scan.images[INPUT_NAMES[0]].shape[0] != estimator.image_size:
+        raise InputError(f"the model takes {estimator.image_size}x{estimator.image_size} images; prepare "
+                         f"with image_size={estimator.image_size}")
+    t = time.perf_counter()
+    attribution = None
+    if saliency == "integrated_gradients":
+        from kerasmyelin.explain.saliency import integrated_gradients
+
+        attribution = integrated_gradients(estimator.model, scan.images, steps=IG_STEPS)
+        estimate = float(attribution.estimate)
+    else:
+        estimate = estimator.predict(scan.images)
+    if age_months is not None and not -3.0 <= float(age_months) <= 60.0:
+        raise InputError(f"corrected age {age_months} months is outside -3 to 60 months: wrong units (weeks? "
+                         "days?)")
+    result = {"subject": subject, "estimate_months": round(estimate, 3), "age_months": age_months,
+              "interval_months": None, "interval_level": None, "gap_months": None,
+              "corrected_gap_months": None, "z": None, "grade": None, "grade_rule": None,
+              "levels": scan.levels, "qc": scan.qc, "model": estimator.version,
+              "kerasmyelin_version": kerasmyelin.__version__}
+    norm = estimator.normative
+    if norm is not None:
+        lo, hi = norm.interval(estimate)
+        result.update(interval_months=[round(float(lo), 3), round(float(hi), 3)], interval_level=norm.level,
+                      grade_rule=norm.grade_rule())
+        if age_months is not None:
+            g = norm.gap(estimate, float(age_months))
+            result.update(gap_months=round(g["gap_months"], 3), corrected_gap_months=round(g["corrected_gap_months"], 3),
+                          z=round(g["z"], 3), grade=g["grade"], percentile=round(g["percentile"], 1),
+                          extrapolated=g["extrapolated"])
+    elif age_months is not None:
+        result["gap_months"] = round(estimate - float(age_months), 3)
+    if attribution is not None:
+        result["months_by_input"] = {k: round(float(v), 3) for k, v in attribution.months.items()}
+        result["heat_method"] = attribution.method
+        result["completeness_error_months"] = round(float(attribution.completeness_error), 4)
+    scan.seconds["estimate"] = time.perf_counter() - t
+    return result, attribution
+
+
+def write_subject_outputs(out: str | os.PathLike, result: dict, scan: PreparedScan, attribution,
+                          estimator: TrainedEstimator, report: bool = True) -> list[Path]:
+    """Write result.json, slices.npz and (optionally) report.png / report.pdf into ``out``."""
+    import io as _io
+
+    from kerasmyelin.io.atomic import write_bytes_atomic
+
+    out = Path(out)
+    t = time.perf_counter()
+    written = []
+    buf = _io.BytesIO()
+    arrays = {n: scan.images[n] for n in INPUT_NAMES}
+    if attribution is not None:
+        arrays.update({f"heat_{n}": attribution.heat[n] for n in INPUT_NAMES})
+    np.savez_compressed(buf, **arrays)
+    written.append(write_bytes_atomic(out / SLICES_FILE, buf.getvalue()))
+    if report:
+        from kerasmyelin.evaluation.subject_report import render_subject_report
+
+        shown = dict(result)
+        if shown.get("interval_months") is None:
+            e = shown["estimate_months"]
+            shown.update(interval_months=[e, e], interval_level=0.0)
+        chart = estimator.normative.chart() if estimator.normative is not None else _no_chart()
+        written.extend(render_subject_report(shown, scan.images, attribution.heat if attribution else None,
+                                             chart, out / REPORT_PNG, out / REPORT_PDF))
+    scan.seconds["report"] = time.perf_counter() - t
+    result = dict(result, seconds={k: round(v, 3) for k, v in scan.seconds.items()})
+    written.insert(0, write_bytes_atomic(out / RESULT_FILE, (json.dumps(result, indent=2) + "\n").encode()))
+    return written
+
+
+def _no_chart() -> dict:
+    ages = np.arange(-2.0, 25.25, 0.25)
+    return {"age_months": ages, "expected": ages, "lo": ages, "hi": ages}
+
+
+__all__ = ["PreparedScan", "TrainedEstimator", "estimate_subject", "prepare_pair", "prepare_scan",
+           "write_subject_outputs", "LEVEL_KEYS"]
