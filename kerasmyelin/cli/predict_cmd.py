@@ -88,7 +88,9 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
               "estimates come without interval or delay grade")
     saliency = None if args.no_saliency else "integrated_gradients"
     if jobs is None:
-        scan = prepare_scan(args.t1, args.t2, skull_stripped=skull)
+        from kerasmyelin.data.prepare import PrepConfig
+
+        scan = prepare_scan(args.t1, args.t2, skull_stripped=skull, prep=PrepConfig(image_size=estimator.image_size))
         result, attribution = estimate_subject(estimator, scan, subject=args.subject, age_months=args.age_months,
                                                saliency=saliency)
         written = write_subject_outputs(args.out, result, scan, attribution, estimator)

@@ -53,6 +53,7 @@ def run_batch(jobs: list[Job], estimator, out: str | os.PathLike, *, reports: bo
     """
     from tqdm.auto import tqdm
 
+    from kerasmyelin.data.prepare import PrepConfig
     from kerasmyelin.wholebrain.pipeline import estimate_subject, prepare_scan, write_subject_outputs
 
     out = Path(out)
@@ -61,7 +62,8 @@ def run_batch(jobs: list[Job], estimator, out: str | os.PathLike, *, reports: bo
         result, error = None, job.error
         if error is None:
             try:
-                scan = prepare_scan(job.t1w, job.t2w, skull_stripped=skull_stripped)
+                scan = prepare_scan(job.t1w, job.t2w, skull_stripped=skull_stripped,
+                                    prep=PrepConfig(image_size=estimator.image_size))
                 result, attribution = estimate_subject(estimator, scan, subject=job.subject,
                                                        age_months=job.age_months, saliency=saliency)
                 write_subject_outputs(out / job.subject, result, scan, attribution, estimator, report=reports)

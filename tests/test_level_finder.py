@@ -1,0 +1,116 @@
+"""The level finder and the T1w/T2w pair: accuracy on synthetic infants, pose, grids, slabs, bad pairs."""
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from kerasmyelin.data.prepare import to_canonical
+from kerasmyelin.errors import InputError
+from kerasmyelin.io.nifti import load_volume
+from kerasmyelin.levels import LEVEL_KEYS
+from kerasmyelin.wholebrain.level_finder import find_levels, looks_skull_stripped
+from kerasmyelin.wholebrain.volumes import make_pair, resample_onto, same_grid, slab_stack
+
+
+def _truth(cohort):
+    with open(cohort / "derivatives" / "synth_truth" / "truth.tsv", newline="") as fh:
+        return {r["participant_id"]: r for r in csv.DictReader(fh, delimiter="\t")}
+
+
+def _volume(cohort, pid, contrast):
+    return load_volume(cohort / pid / "anat" / f"{pid}_{contrast}.nii.gz")
+
+
+def test_levels_within_one_slice_of_the_truth_on_synthetic_infants(tiny_cohort):
+    truth = _truth(tiny_cohort)
+    errors = []
+    for pid, row in truth.items():
+        data, affine = to_canonical(*_volume(tiny_cohort, pid, "T1w"))
+        fit = find_levels(data, affine)
+        assert fit.reference == "head" and fit.dice > 0.9
+        found = fit.slices(affine, data.shape[2])
+        errors += [found[k] - int(row[f"slice_{k}"]) for k in LEVEL_KEYS]
+    errors = np.abs(errors)
+    assert np.mean(errors <= 1) >= 0.95, errors
+
+
+def test_found_levels_do_not_depend_on_how_the_voxels_are_stored(tiny_cohort):
+    pid = sorted(_truth(tiny_cohort))[0]
+    data, affine = _volume(tiny_cohort, pid, "T1w")
+    # The same image stored LPI-flipped and with axes 0 and 1 swapped.
+    flipped = np.ascontiguousarray(data[::-1, :, :].transpose(1, 0, 2))
+    flip = np.array([[-1, 0, 0, data.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    swap = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    other_affine = affine @ flip @ swap
+    z = [find_levels(*to_canonical(d, a)).z_mm for d, a in ((data, affine), (flipped, other_affine))]
+    assert all(abs(z[0][k] - z[1][k]) < 1e-6 for k in LEVEL_KEYS)
+
+
+def test_translated_head_moves_the_levels_with_it(tiny_cohort):
+    pid = sorted(_truth(tiny_cohort))[1]
+    data, affine = to_canonical(*_volume(tiny_cohort, pid, "T1w"))
+    shifted = affine.copy()
+    shifted[:3, 3] += [7.0, -5.0, 12.5]
+    a, b = find_levels(data, affine), find_levels(data, shifted)
+    for k in LEVEL_KEYS:
+        assert abs((b.z_mm[k] - a.z_mm[k]) - 12.5) < 0.75
+
+
+def test_skull_stripped_images_are_recognised(tiny_cohort):
+    pid = sorted(_truth(tiny_cohort))[0]
+    data, _ = _volume(tiny_cohort, pid, "T1w")
+    assert not looks_skull_stripped(data)
+    stripped = np.where(data > np.percentile(data, 60), data, 0)
+    assert looks_skull_stripped(stripped)
+
+
+def test_t2w_on_another_grid_is_resampled_onto_the_t1w(tiny_cohort):
+    pid = sorted(_truth(tiny_cohort))[0]
+    t1, t2 = _volume(tiny_cohort, pid, "T1w"), _volume(tiny_cohort, pid, "T2w")
+    # T2w at half the in-plane matrix, stored flipped in y: a different grid, the same head.
+    half = t2[0][::2, ::-2, :]
+    affine = t2[1] @ np.diag([2.0, -2.0, 1.0, 1.0])
+    affine[:3, 3] = (t2[1] @ [0, t2[0].shape[1] - 1, 0, 1])[:3]
+    pair = make_pair(t1, (half, affine))
+    assert pair.t2_resampled and pair.t2.shape == pair.t1.shape
+    assert pair.same_head["dice"] > 0.74
+    direct = make_pair(t1, t2)
+    inside = direct.t2 > np.percentile(direct.t2, 80)
+    assert np.corrcoef(pair.t2[inside], direct.t2[inside])[0, 1] > 0.8
+
+
+def test_a_t2w_of_another_infant_is_refused(tiny_cohort):
+    a, b = sorted(_truth(tiny_cohort))[:2]
+    with pytest.raises(InputError, match="same head"):
+        make_pair(_volume(tiny_cohort, a, "T1w"), _volume(tiny_cohort, b, "T2w"),
+                  {"T1w": "a_T1w.nii.gz", "T2w": "b_T2w.nii.gz"})
+
+
+def test_resampling_onto_the_same_grid_is_the_identity():
+    rng = np.random.default_rng(0)
+    data = rng.random((6, 7, 5)).astype(np.float32)
+    affine = np.diag([0.5, 0.5, 5.0, 1.0])
+    assert same_grid(data.shape, affine, data.shape, affine)
+    np.testing.assert_allclose(resample_onto(data, affine, data.shape, affine), data, atol=1e-6)
+
+
+def test_slabs_average_thin_slices_and_centre_on_the_requested_level():
+    # 1 mm slices whose value is their z (mm): a 5 mm slab's mean is its centre's z.
+    z = np.arange(60, dtype=np.float32)
+    volume = np.broadcast_to(z, (4, 4, 60)).copy()
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    stack, new = slab_stack(volume, affine, centre_z_mm=31.0)
+    centres = new[2, 3] + new[2, 2] * np.arange(stack.shape[2])
+    assert new[2, 2] == 5.0 and 31.0 in centres
+    inner = (centres >= 2.5) & (centres <= 56.5)
+    np.testing.assert_allclose(stack[0, 0, inner], centres[inner], atol=1e-4)
+
+
+def test_3d_isotropic_volume_is_detected(tmp_path):
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([0.8, 0.8, 0.8, 1]))
+    from kerasmyelin.wholebrain.volumes import ScanPair
+
+    pair = ScanPair(img.get_fdata(), img.get_fdata(), img.affine, {})
+    assert pair.is_3d

@@ -1,0 +1,130 @@
+"""``kerasmyelin predict`` on whole-brain NIfTI: one infant with its report, BIDS and CSV batches,
+failures reported per infant, bad inputs named. A smoke run (32x32 images) stands in for a model."""
+
+import csv
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+from kerasmyelin.cli.main import main  # noqa: E402
+from kerasmyelin.data.prepare import PrepConfig  # noqa: E402
+from kerasmyelin.errors import InputError  # noqa: E402
+from kerasmyelin.levels import INPUT_NAMES  # noqa: E402
+from kerasmyelin.wholebrain.pipeline import TrainedEstimator, prepare_scan  # noqa: E402
+from tests.conftest import SMOKE_YAML, learnable_tenslice  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A two-fold smoke run on 44 fake infants: enough out-of-fold estimates for a normative model
+    (its cross-validation fits on one fold of 22, above the minimum of 20)."""
+    root = tmp_path_factory.mktemp("wb")
+    data = learnable_tenslice(root / "tenslice", n=44)
+    out = root / "run"
+    assert main(["evaluate", "--config", str(SMOKE_YAML), "--data", str(data), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _anat(cohort, pid, contrast):
+    return cohort / pid / "anat" / f"{pid}_{contrast}.nii.gz"
+
+
+def test_one_infant_gets_estimate_interval_grade_and_report(smoke_run, tiny_cohort, tmp_path, capsys):
+    pid = "sub-001"
+    out = tmp_path / "one"
+    code = main(["predict", "--model", str(smoke_run), "--t1", str(_anat(tiny_cohort, pid, "T1w")),
+                 "--t2", str(_anat(tiny_cohort, pid, "T2w")), "--age-months", "6", "--subject", "infant-A",
+                 "--out", str(out)])
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    lo, hi = result["interval_months"]
+    assert lo < result["estimate_months"] < hi and result["interval_level"] == 0.9
+    assert result["grade"] in ("within norms", "possible delay", "marked delay")
+    assert result["gap_months"] == pytest.approx(result["estimate_months"] - 6, abs=2e-3)
+    assert set(result["levels"]) == set("abcde") and set(result["months_by_input"]) == set(INPUT_NAMES)
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
+    # The estimate is the model's output on the slices written beside it.
+    slices = np.load(out / "slices.npz")
+    estimator = TrainedEstimator.from_path(smoke_run)
+    assert estimator.predict({n: slices[n] for n in INPUT_NAMES}) == pytest.approx(result["estimate_months"], abs=2e-3)
+    assert "infant-A: estimated myelination age" in capsys.readouterr().out
+
+
+def test_bids_batch_reports_a_broken_infant_and_finishes_the_others(smoke_run, tiny_cohort, tmp_path, capsys):
+    bids = tmp_path / "bids"
+    shutil.copytree(tiny_cohort, bids, ignore=shutil.ignore_patterns("derivatives"))
+    broken = _anat(bids, "sub-002", "T2w")
+    broken.write_bytes(broken.read_bytes()[:4000])  # truncated
+    out = tmp_path / "preds"
+    assert main(["predict", "--model", str(smoke_run), "--bids", str(bids), "--out", str(out)]) == 1
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = {r["subject"]: r for r in csv.DictReader(fh)}
+    assert sorted(rows) == ["sub-001", "sub-002", "sub-003", "sub-004"]
+    assert rows["sub-002"]["status"] == "failed" and "sub-002_T2w.nii.gz" in rows["sub-002"]["error"]
+    assert "truncated" in rows["sub-002"]["error"]
+    for pid in ("sub-001", "sub-003", "sub-004"):
+        assert rows[pid]["status"] == "ok" and float(rows[pid]["estimate_months"]) == pytest.approx(
+            json.loads((out / pid / "result.json").read_text())["estimate_months"], abs=1e-3)
+        assert rows[pid]["grade"]  # ages come from participants.tsv
+    assert "sub-002: skipped" in capsys.readouterr().out
+
+
+def test_csv_batch_names_bad_rows(smoke_run, tiny_cohort, tmp_path):
+    rows = [("ok", "sub-001", "sub-001", "3.5"), ("weeks", "sub-001", "sub-001", "40 weeks"),
+            ("missing", "sub-001", "sub-404", ""), ("other-head", "sub-001", "sub-003", "")]
+    listing = tmp_path / "scans.csv"
+    with open(listing, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["subject", "t1w", "t2w", "age_months"])
+        for label, a, b, age in rows:
+            w.writerow([label, _anat(tiny_cohort, a, "T1w"), tiny_cohort / b / "anat" / f"{b}_T2w.nii.gz", age])
+    out = tmp_path / "preds"
+    assert main(["predict", "--model", str(smoke_run), "--csv", str(listing), "--out", str(out)]) == 1
+    with open(out / "predictions.csv", newline="") as fh:
+        got = {r["subject"]: r for r in csv.DictReader(fh)}
+    assert got["ok"]["status"] == "ok"
+    assert "not a number of months" in got["weeks"]["error"]
+    assert "sub-404_T2w.nii.gz: file not found" in got["missing"]["error"]
+    assert "same head" in got["other-head"]["error"]
+
+
+def test_a_level_outside_the_field_of_view_is_named(tiny_cohort, tmp_path):
+    img = nib.load(_anat(tiny_cohort, "sub-001", "T1w"))
+    data = np.asarray(img.dataobj)
+    top = nib.Nifti1Image(data[:, :, data.shape[2] // 2:], img.affine @ np.diag([1, 1, 1, 1]))
+    top.affine[:3, 3] = (img.affine @ [0, 0, data.shape[2] // 2, 1])[:3]
+    cut = nib.Nifti1Image(data[:, :, data.shape[2] // 2:],
+                          np.vstack([np.c_[img.affine[:3, :3], top.affine[:3, 3]], [0, 0, 0, 1]]))
+    for c in ("T1w", "T2w"):
+        src = nib.load(_anat(tiny_cohort, "sub-001", c))
+        nib.save(nib.Nifti1Image(np.asarray(src.dataobj)[:, :, data.shape[2] // 2:], cut.affine), tmp_path / f"{c}.nii.gz")
+    with pytest.raises(InputError, match=r"level a .* below the imaged slices"):
+        prepare_scan(tmp_path / "T1w.nii.gz", tmp_path / "T2w.nii.gz", prep=PrepConfig(image_size=32))
+
+
+@pytest.mark.parametrize("problem", ["4d", "2d", "nan", "constant", "missing"])
+def test_bad_volumes_exit_with_the_file_named(smoke_run, tiny_cohort, tmp_path, problem, capsys):
+    bad = tmp_path / "bad_T1w.nii.gz"
+    affine = np.diag([1.0, 1.0, 5.0, 1.0])
+    arrays = {"4d": np.ones((8, 8, 4, 3), np.float32), "2d": np.ones((8, 8), np.float32),
+              "nan": np.full((8, 8, 4), np.nan, np.float32), "constant": np.zeros((8, 8, 4), np.float32)}
+    if problem in arrays:
+        nib.save(nib.Nifti1Image(arrays[problem], affine), bad)
+    code = main(["predict", "--model", str(smoke_run), "--t1", str(bad),
+                 "--t2", str(_anat(tiny_cohort, "sub-001", "T2w")), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "bad_T1w.nii.gz" in err
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_age_in_the_wrong_unit_is_refused(smoke_run, tiny_cohort, tmp_path, capsys):
+    code = main(["predict", "--model", str(smoke_run), "--t1", str(_anat(tiny_cohort, "sub-001", "T1w")),
+                 "--t2", str(_anat(tiny_cohort, "sub-001", "T2w")), "--age-months", "160", "--out", str(tmp_path)])
+    assert code == 2 and "months (not weeks or days)" in capsys.readouterr().err
