@@ -101,7 +101,7 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
         if result["grade"]:
             line += f"; corrected gap {result['corrected_gap_months']:+.1f} months: {result['grade']}"
         print(line)
-        for w in scan.qc["warnings"]:
+        for w in result["qc"]["warnings"]:
             print(f"warning: {w}")
         print("wrote " + ", ".join(str(p) for p in written))
         return 0

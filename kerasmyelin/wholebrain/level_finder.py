@@ -37,7 +37,7 @@ import numpy as np
 from kerasmyelin.errors import InputError
 from kerasmyelin.levels import LEVEL_KEYS, LEVELS
 
-REFERENCES = ("head", "brain")
+REFERENCES = ("head", "cerebrum")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class LevelFit:
         subject_to_mni: 4x4, subject world mm (RAS) -> MNI mm.
         z_mm: level key -> world z (mm) of the level's landmark in the subject.
         dice: overlap of the subject's outline with the aligned reference (0-1).
-        reference: "head" or "brain".
+        reference: "head" or "cerebrum".
         rotation_deg: fitted rotations about x, y, z (degrees).
         scale: fitted scales (MNI mm per subject mm) along x, y, z.
     """
@@ -94,18 +94,18 @@ class LevelFit:
 
 @functools.lru_cache(maxsize=2)
 def reference_mask(kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """(bool mask, diagonal 4x4 voxel -> MNI mm) of the ``"head"`` or ``"brain"`` reference."""
+    """(bool mask, diagonal 4x4 voxel -> MNI mm) of the ``"head"`` or ``"cerebrum"`` reference."""
     if kind == "head":
         from kerasmyelin.synth.anatomy import build_anatomy
 
         anat = build_anatomy()
         total = sum(anat.fractions[t] for t in anat.fractions)
         mask, affine = total > 0.5, anat.affine
-    elif kind == "brain":
+    elif kind == "cerebrum":
         from kerasmyelin.validation.mni_priors import load_mni_priors
 
         priors = load_mni_priors()
-        mask, affine = priors.brain, priors.affine
+        mask, affine = priors.cerebrum, priors.affine
     else:
         raise ValueError(f"reference must be one of {REFERENCES}, got {kind!r}")
     mask = np.asarray(mask, bool)
@@ -239,7 +239,7 @@ def find_levels(volume: np.ndarray, affine: np.ndarray, *, skull_stripped: bool 
     """
     if skull_stripped is None:
         skull_stripped = looks_skull_stripped(volume)
-    kind = "brain" if skull_stripped else "head"
+    kind = "cerebrum" if skull_stripped else "head"
     points, inside, distance = subject_outline(volume, affine, skull_stripped, config, source)
     matrix, dice, params = align(points, inside, distance, kind, config)
     inv = np.linalg.inv(matrix)

@@ -35,6 +35,8 @@ SLICES_FILE = "slices.npz"
 # Integrated-gradients steps: 16 keeps the saliency of a 4-fold ensemble (8 networks) near 1 s on 2
 # cores; the quadrature error is written to result.json (completeness_error_months).
 IG_STEPS = 16
+TRAINED_RANGE_MONTHS = (-2.0, 24.0)
+EXTREME_Z = 4.0
 
 
 @dataclass
@@ -81,7 +83,7 @@ def _skull_stripped_margin(prep: PrepConfig) -> PrepConfig:
     from kerasmyelin.wholebrain.level_finder import reference_mask
 
     widths = []
-    for kind in ("head", "brain"):
+    for kind in ("head", "cerebrum"):
         mask, affine = reference_mask(kind)
         xy = mask.any(axis=2)
         widths.append(max(np.ptp(np.nonzero(xy.any(1))[0]) * abs(affine[0, 0]),
@@ -294,6 +296,15 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
                           extrapolated=g["extrapolated"])
     elif age_months is not None:
         result["gap_months"] = round(estimate - float(age_months), 3)
+    # Out-of-range or extreme estimates usually mean the scan is unlike the training infants.
+    warnings = list(scan.qc["warnings"])
+    if not TRAINED_RANGE_MONTHS[0] <= estimate <= TRAINED_RANGE_MONTHS[1]:
+        warnings.append(f"the estimate ({estimate:.1f} months) lies outside the ages the model was trained on "
+                        f"({TRAINED_RANGE_MONTHS[0]:g} to {TRAINED_RANGE_MONTHS[1]:g} months): treat it as unreliable")
+    if result.get("z") is not None and abs(result["z"]) > EXTREME_Z:
+        warnings.append(f"the corrected gap is {abs(result['z']):.1f} standard deviations from typical infants: "
+                        "check the input (contrast, skull-stripping, scanner) before reading the grade")
+    result["qc"] = dict(scan.qc, warnings=warnings)
     if attribution is not None:
         result["months_by_input"] = {k: round(float(v), 3) for k, v in attribution.months.items()}
         result["heat_method"] = attribution.method

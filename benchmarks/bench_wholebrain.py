@@ -1,0 +1,67 @@
+"""Speed of the whole-brain pipeline after the model is loaded: one infant with its report, and batch.
+
+Usage: python benchmarks/bench_wholebrain.py --model RUN --cohort COHORT [--subjects 10]
+
+Times, on the first N infants of a synthetic cohort (whole-head clinical stacks):
+1. single: NIfTI pair -> levels -> ten slices -> estimate + interval + grade + integrated-gradients
+   saliency -> result.json + report PNG + PDF, per infant (what ``predict --t1 --t2`` does);
+2. batch: the same without saliency and report (what ``predict --bids/--csv`` does by default),
+   as infants per second.
+Each stage's median seconds are printed. The first infant (graph tracing) is excluded from both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="run folder (e.g. main/e100_ensemble)")
+    parser.add_argument("--cohort", required=True, help="folder written by 'kerasmyelin synth'")
+    parser.add_argument("--subjects", type=int, default=10)
+    args = parser.parse_args()
+
+    import kerasmyelin  # noqa: F401  (first: its TensorFlow settings apply before TensorFlow starts)
+    from kerasmyelin.data.prepare import PrepConfig
+    from kerasmyelin.wholebrain.batch import run_batch
+    from kerasmyelin.wholebrain.manifest import Job
+    from kerasmyelin.wholebrain.pipeline import TrainedEstimator, estimate_subject, prepare_scan, write_subject_outputs
+
+    cohort = Path(args.cohort)
+    ids = sorted(p.name for p in cohort.glob("sub-*"))[: args.subjects + 1]
+    t = time.perf_counter()
+    estimator = TrainedEstimator.from_path(args.model)
+    print(f"model: {estimator.version}; loaded in {time.perf_counter() - t:.1f} s")
+    prep = PrepConfig(image_size=estimator.image_size)
+    files = {p: (cohort / p / "anat" / f"{p}_T1w.nii.gz", cohort / p / "anat" / f"{p}_T2w.nii.gz") for p in ids}
+    with tempfile.TemporaryDirectory() as tmp:
+        totals, stages = [], {}
+        for i, pid in enumerate(ids):
+            t = time.perf_counter()
+            scan = prepare_scan(*files[pid], prep=prep)
+            result, attribution = estimate_subject(estimator, scan, subject=pid, age_months=6.0)
+            write_subject_outputs(Path(tmp) / pid, result, scan, attribution, estimator)
+            if i:
+                totals.append(time.perf_counter() - t)
+                for k, v in scan.seconds.items():
+                    stages.setdefault(k, []).append(v)
+        print(f"single infant with saliency and report: median {statistics.median(totals):.2f} s "
+              f"(max {max(totals):.2f}) over {len(totals)} infants")
+        print("  stages (median s): " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in stages.items()))
+        jobs = [Job(p, *files[p], age_months=6.0) for p in ids[1:]]
+        estimator.predict(scan.images)  # trace the plain forward graph outside the timing
+        t = time.perf_counter()
+        rows = run_batch(jobs, estimator, Path(tmp) / "batch", progress=False, log=lambda *_: None)
+        seconds = time.perf_counter() - t
+        ok = sum(r["status"] == "ok" for r in rows)
+        print(f"batch (no saliency, no report): {ok}/{len(jobs)} infants in {seconds:.1f} s = "
+              f"{len(jobs) / seconds:.2f} infants/s")
+
+
+if __name__ == "__main__":
+    main()
