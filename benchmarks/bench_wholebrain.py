@@ -24,20 +24,25 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="run folder (e.g. main/e100_ensemble)")
     parser.add_argument("--cohort", required=True, help="folder written by 'kerasmyelin synth'")
     parser.add_argument("--subjects", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=40, help="infants in the batch timing")
     args = parser.parse_args()
 
     import kerasmyelin  # noqa: F401  (first: its TensorFlow settings apply before TensorFlow starts)
-    from kerasmyelin.data.prepare import PrepConfig
     from kerasmyelin.wholebrain.batch import run_batch
     from kerasmyelin.wholebrain.manifest import Job
-    from kerasmyelin.wholebrain.pipeline import TrainedEstimator, estimate_subject, prepare_scan, write_subject_outputs
+    from kerasmyelin.wholebrain.pipeline import (
+        TrainedEstimator,
+        estimate_subject,
+        prepare_scan,
+        write_subject_outputs,
+    )
 
     cohort = Path(args.cohort)
     ids = sorted(p.name for p in cohort.glob("sub-*"))[: args.subjects + 1]
     t = time.perf_counter()
     estimator = TrainedEstimator.from_path(args.model)
     print(f"model: {estimator.version}; loaded in {time.perf_counter() - t:.1f} s")
-    prep = PrepConfig(image_size=estimator.image_size)
+    prep = estimator.prep_config
     files = {p: (cohort / p / "anat" / f"{p}_T1w.nii.gz", cohort / p / "anat" / f"{p}_T2w.nii.gz") for p in ids}
     with tempfile.TemporaryDirectory() as tmp:
         totals, stages = [], {}
@@ -53,14 +58,18 @@ def main() -> None:
         print(f"single infant with saliency and report: median {statistics.median(totals):.2f} s "
               f"(max {max(totals):.2f}) over {len(totals)} infants")
         print("  stages (median s): " + ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in stages.items()))
-        jobs = [Job(p, *files[p], age_months=6.0) for p in ids[1:]]
+        batch_ids = sorted(p.name for p in cohort.glob("sub-*"))[: args.batch]
+        jobs = [Job(p, cohort / p / "anat" / f"{p}_T1w.nii.gz", cohort / p / "anat" / f"{p}_T2w.nii.gz", 6.0)
+                for p in batch_ids]
         estimator.predict(scan.images)  # trace the plain forward graph outside the timing
-        t = time.perf_counter()
-        rows = run_batch(jobs, estimator, Path(tmp) / "batch", progress=False, log=lambda *_: None)
-        seconds = time.perf_counter() - t
-        ok = sum(r["status"] == "ok" for r in rows)
-        print(f"batch (no saliency, no report): {ok}/{len(jobs)} infants in {seconds:.1f} s = "
-              f"{len(jobs) / seconds:.2f} infants/s")
+        for workers in (1, 2):
+            t = time.perf_counter()
+            rows = run_batch(jobs, estimator, Path(tmp) / f"batch{workers}", progress=False, log=lambda *_: None,
+                             workers=workers)
+            seconds = time.perf_counter() - t
+            ok = sum(r["status"] == "ok" for r in rows)
+            print(f"batch (no saliency, no report), {workers} preparing process(es): {ok}/{len(jobs)} infants "
+                  f"in {seconds:.1f} s = {len(jobs) / seconds:.2f} infants/s (worker start-up included)")
 
 
 if __name__ == "__main__":

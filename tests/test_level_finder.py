@@ -11,7 +11,12 @@ from kerasmyelin.errors import InputError
 from kerasmyelin.io.nifti import load_volume
 from kerasmyelin.levels import LEVEL_KEYS
 from kerasmyelin.wholebrain.level_finder import find_levels, looks_skull_stripped
-from kerasmyelin.wholebrain.volumes import make_pair, resample_onto, same_grid, slab_stack
+from kerasmyelin.wholebrain.volumes import (
+    make_pair,
+    resample_onto,
+    same_grid,
+    slab_stack,
+)
 
 
 def _truth(cohort):
@@ -114,3 +119,49 @@ def test_3d_isotropic_volume_is_detected(tmp_path):
 
     pair = ScanPair(img.get_fdata(), img.get_fdata(), img.affine, {})
     assert pair.is_3d
+
+
+def test_brain_core_scaling_treats_whole_head_and_skull_stripped_alike(tiny_cohort):
+    """On T1w the scalp fat sets the paper's scale; removing it (skull-stripping) brightens the
+    brain by ~2x. Scaling by the brain core is (nearly) blind to it."""
+    from kerasmyelin.data.prepare import PrepConfig, prepare_volume
+
+    pid = sorted(_truth(tiny_cohort))[0]
+    truth = _truth(tiny_cohort)[pid]
+    data, affine = to_canonical(*_volume(tiny_cohort, pid, "T1w"))
+    slices = {k: int(truth[f"slice_{k}"]) for k in LEVEL_KEYS}
+    fit = find_levels(data, affine)
+    # Skull-strip with the registered MNI cerebrum... here simply: keep voxels >= 14 mm inside the head.
+    from scipy import ndimage
+
+    from kerasmyelin.data.prepare import head_mask
+
+    head = head_mask(data, 0.08)
+    vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    brain = ndimage.distance_transform_edt(head, sampling=vox) >= 14.0
+    stripped = np.where(brain, data, 0).astype(np.float32)
+    assert fit.dice > 0.9
+    ratios = {}
+    for reference in ("head", "brain_core"):
+        config = PrepConfig(image_size=64, intensity_reference=reference)
+        whole = prepare_volume(data, affine, slices, config)["c"]
+        only = prepare_volume(stripped, affine, slices, config)["c"]
+        core = only > 0.05
+        ratios[reference] = float(np.median(only[core]) / np.median(whole[core]))
+    assert ratios["head"] > 1.3  # the paper's scaling is thrown by skull-stripping ...
+    assert abs(ratios["brain_core"] - 1.0) < 0.15  # ... the brain-core scaling is not
+
+
+def test_finder_on_the_real_templates_against_the_annotations():
+    """The skull-stripped, cerebrum-only templates: measured errors (docs/wholebrain.md) are
+    +9 to +13 mm at level b, +1 to +12 at c, +3 to +9 at d, +2 to +7 at e. This guards them."""
+    from tests.conftest import TEMPLATES, require_shared
+
+    from kerasmyelin.validation.template_levels import finder_errors
+
+    errors = finder_errors(require_shared(TEMPLATES))
+    for months, by_level in errors.items():
+        assert by_level["a"] is None  # not in the templates (cut below the midbrain)
+        for key in "bcde":
+            assert -5.0 <= by_level[key] <= 15.0, (months, key, by_level[key])
+        assert abs(by_level["e"]) <= 7.5, (months, by_level)

@@ -122,3 +122,15 @@ def test_small_qform_sform_round_off_is_accepted(tmp_path):
         img.header.set_sform(a, code=1)
     path = _save(tmp_path / "ok.nii.gz", _volume(), edit=nudge)
     assert load_volume(path)[0].shape == (12, 10, 6)
+
+
+def test_fast_gzip_reader_applies_scaling_like_nibabel(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 500, (7, 6, 5)).astype(np.int16)
+    img = nib.Nifti1Image(data, np.diag([0.5, 0.5, 5.0, 1.0]))
+    img.header.set_slope_inter(2.5, -7.0)
+    path = tmp_path / "scaled.nii.gz"
+    nib.save(img, path)
+    got, _ = load_volume(path)
+    np.testing.assert_allclose(got, np.asarray(nib.load(path).dataobj, np.float32), rtol=1e-6)
+    assert got.min() == pytest.approx(data.min() * 2.5 - 7.0)

@@ -11,12 +11,12 @@ import pytest
 
 pytest.importorskip("keras")
 
-from kerasmyelin.cli.main import main  # noqa: E402
-from kerasmyelin.data.prepare import PrepConfig  # noqa: E402
-from kerasmyelin.errors import InputError  # noqa: E402
-from kerasmyelin.levels import INPUT_NAMES  # noqa: E402
-from kerasmyelin.wholebrain.pipeline import TrainedEstimator, prepare_scan  # noqa: E402
-from tests.conftest import SMOKE_YAML, learnable_tenslice  # noqa: E402
+from kerasmyelin.cli.main import main
+from kerasmyelin.data.prepare import PrepConfig
+from kerasmyelin.errors import InputError
+from kerasmyelin.levels import INPUT_NAMES
+from kerasmyelin.wholebrain.pipeline import TrainedEstimator, prepare_scan
+from tests.conftest import SMOKE_YAML, learnable_tenslice
 
 
 @pytest.fixture(scope="module")

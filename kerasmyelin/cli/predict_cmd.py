@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="are the images skull-stripped? auto: yes when >= 30%% of voxels are exactly the minimum")
     p.add_argument("--reports", action="store_true", help="with --bids/--csv: also write each infant's report")
     p.add_argument("--no-saliency", action="store_true", help="skip the saliency maps (faster)")
+    p.add_argument("--jobs", type=int, help="with --bids/--csv: processes preparing infants (default: up to 2, "
+                                            "one per core)")
     p.add_argument("--subjects", help="with --data: comma-separated participant ids (default: all)")
     p.add_argument("--out", help="output folder (--t1/--bids/--csv) or CSV to write (--data; default: print only)")
 
@@ -69,8 +71,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_whole_brain(args: argparse.Namespace) -> int:
     from kerasmyelin.wholebrain.batch import PREDICTIONS_CSV, run_batch
-    from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS, jobs_from_bids, jobs_from_csv
-    from kerasmyelin.wholebrain.pipeline import TrainedEstimator, estimate_subject, prepare_scan, write_subject_outputs
+    from kerasmyelin.wholebrain.manifest import (
+        AGE_RANGE_MONTHS,
+        jobs_from_bids,
+        jobs_from_csv,
+    )
+    from kerasmyelin.wholebrain.pipeline import (
+        TrainedEstimator,
+        estimate_subject,
+        prepare_scan,
+        write_subject_outputs,
+    )
 
     if not args.out:
         raise InputError("--out is required with --t1, --bids or --csv (the folder to write results to)")
@@ -88,9 +99,8 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
               "estimates come without interval or delay grade")
     saliency = None if args.no_saliency else "integrated_gradients"
     if jobs is None:
-        from kerasmyelin.data.prepare import PrepConfig
 
-        scan = prepare_scan(args.t1, args.t2, skull_stripped=skull, prep=PrepConfig(image_size=estimator.image_size))
+        scan = prepare_scan(args.t1, args.t2, skull_stripped=skull, prep=estimator.prep_config)
         result, attribution = estimate_subject(estimator, scan, subject=args.subject, age_months=args.age_months,
                                                saliency=saliency)
         written = write_subject_outputs(args.out, result, scan, attribution, estimator)
@@ -105,8 +115,13 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
             print(f"warning: {w}")
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
+    from kerasmyelin.runtime import cpu_count
+
+    workers = args.jobs if args.jobs is not None else min(2, cpu_count())
+    if workers < 1:
+        raise InputError(f"--jobs must be at least 1, got {workers}")
     rows = run_batch(jobs, estimator, args.out, reports=args.reports, saliency=saliency if args.reports else None,
-                     skull_stripped=skull)
+                     skull_stripped=skull, workers=workers)
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"{len(rows) - len(failed)} of {len(rows)} infants estimated; wrote {Path(args.out) / PREDICTIONS_CSV}")
     if failed:

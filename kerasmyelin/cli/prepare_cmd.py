@@ -21,11 +21,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder for tenslice.npz and manifest.json")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--intensity-reference", choices=("head", "brain_core"), default="head",
+                   help="voxels whose 99.5th percentile scales each image: every head voxel (the paper's "
+                        "reading, default) or those >= 20 mm inside the head (robust to skull-stripping)")
 
 
 def run(args: argparse.Namespace) -> int:
     from kerasmyelin.data.build import prepare_bids
+    from kerasmyelin.data.prepare import PrepConfig
 
-    out = prepare_bids(args.bids, args.levels, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    config = PrepConfig(intensity_reference=args.intensity_reference)
+    out = prepare_bids(args.bids, args.levels, args.out, overwrite=args.overwrite, progress=not args.quiet,
+                       config=config)
     print(f"wrote the ten-slice cache to {out}")
     return 0

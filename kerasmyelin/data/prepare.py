@@ -21,6 +21,8 @@ from scipy import ndimage
 from kerasmyelin.errors import InputError
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS, input_name
 
+INTENSITY_REFERENCES = ("head", "brain_core")
+
 
 @dataclass(frozen=True)
 class PrepConfig:
@@ -31,12 +33,25 @@ class PrepConfig:
         crop_margin: the square crop is the head's largest in-plane extent times this.
         head_threshold: fraction of the volume's 99th percentile above which a voxel is head.
         upper_percentile: intensity percentile of the head (over the whole volume) mapped to 1.
+        intensity_reference: which voxels that percentile is taken over. "head" (the paper's
+            reading: every head voxel, so on T1w the bright scalp fat sets the scale) or
+            "brain_core" (head voxels at least ``core_depth_mm`` inside the head's outline:
+            brain in a whole-head scan and in a skull-stripped one alike, so both are scaled
+            the same way; see docs/wholebrain.md, "sim-to-real").
+        core_depth_mm: depth of the "brain_core" region below the outline, in mm.
     """
 
     image_size: int = 128
     crop_margin: float = 1.08
     head_threshold: float = 0.08
     upper_percentile: float = 99.5
+    intensity_reference: str = "head"
+    core_depth_mm: float = 20.0
+
+    def __post_init__(self):
+        if self.intensity_reference not in INTENSITY_REFERENCES:
+            raise ValueError(f"intensity_reference must be one of {INTENSITY_REFERENCES}, "
+                             f"got {self.intensity_reference!r}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -147,7 +162,13 @@ def prepare_volume(volume: np.ndarray, affine: np.ndarray, slices: dict[str, int
     # at most ~128 pixels a side, which is ~16x cheaper than at a 512 matrix.
     step = max(1, int(np.ceil(max(vol.shape[:2]) / 128)))
     mask = head_mask(vol, config.head_threshold, step)
-    head_values = np.asarray(vol[::step, ::step, :][mask], dtype=np.float32)
+    reference = mask
+    if config.intensity_reference == "brain_core":
+        voxel_mm = np.sqrt((np.asarray(aff)[:3, :3] ** 2).sum(axis=0)) * np.array([step, step, 1])
+        reference = ndimage.distance_transform_edt(mask, sampling=voxel_mm) >= config.core_depth_mm
+        if not reference.any():  # a head thinner than twice the depth: fall back to the whole head
+            reference = mask
+    head_values = np.asarray(vol[::step, ::step, :][reference], dtype=np.float32)
     if head_values.size == 0:
         raise InputError("no head found: the image is empty or nearly constant", source)
     upper = float(np.percentile(head_values, config.upper_percentile))

@@ -92,6 +92,31 @@ def _stored_voxel_sizes(img, path: Path) -> np.ndarray:
 MAX_VOXELS = 512 * 1024 * 1024
 
 
+def _read_data(img, path: Path, shape, dtype) -> np.ndarray:
+    """The voxels, decompressing a .gz with ISA-L when present (~4x faster than Python's gzip).
+
+    Called only after the header passed its checks, so the size is bounded by MAX_VOXELS.
+    """
+    if _gzip is gzip or path.suffix != ".gz":
+        return np.asarray(img.dataobj, dtype=dtype).reshape(shape)
+    raw = _gzip.decompress(path.read_bytes())
+    offset = int(img.dataobj.offset)
+    header = img.header
+    stored = header.get_data_dtype()
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(raw) < offset + count * stored.itemsize:
+        raise EOFError(f"the data end after {len(raw)} bytes; the header needs {offset + count * stored.itemsize}")
+    arr = np.frombuffer(raw, dtype=stored, count=count, offset=offset).reshape(shape, order="F")
+    # nibabel moves the header's scl_slope/scl_inter onto the array proxy when loading.
+    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+    out = arr.astype(dtype)
+    if slope is not None and slope != 1.0:
+        out *= slope
+    if inter is not None and inter != 0.0:
+        out += inter
+    return out
+
+
 def load_volume(path: str | os.PathLike, *, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Load a 3-D NIfTI volume and its affine, checking it on the way.
 
@@ -125,7 +150,7 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32) -> tuple[np.ndarra
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError("affine is singular or not finite", path)
     try:
-        data = np.asarray(img.dataobj, dtype=dtype).reshape(shape)
+        data = _read_data(img, path, shape, dtype)
     except (EOFError, OSError, zlib.error, ValueError) as exc:
         raise InputError(f"image data could not be read; the file is truncated or corrupt ({exc})", path) from None
     if not np.all(np.isfinite(data)):

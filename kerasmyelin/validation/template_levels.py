@@ -117,14 +117,18 @@ def pipeline_on_templates(model: str | Path, folder: str | Path, out: str | Path
         One dict per template: months, estimate, interval, corrected gap / grade at the template's
         age, level finder outline Dice and the pipeline's warnings.
     """
-    from kerasmyelin.data.prepare import PrepConfig
-    from kerasmyelin.wholebrain.pipeline import TrainedEstimator, estimate_subject, prepare_scan, write_subject_outputs
+    from kerasmyelin.wholebrain.pipeline import (
+        TrainedEstimator,
+        estimate_subject,
+        prepare_scan,
+        write_subject_outputs,
+    )
 
     estimator = TrainedEstimator.from_path(model)
     rows = []
     for months in TEMPLATE_AGES:
         scan = prepare_scan(template_file(folder, months, "T1w"), template_file(folder, months, "T2w"),
-                            prep=PrepConfig(image_size=estimator.image_size))
+                            prep=estimator.prep_config)
         result, attribution = estimate_subject(estimator, scan, subject=f"template-{months}mo", age_months=float(months))
         write_subject_outputs(Path(out) / f"template-{months}mo", result, scan, attribution, estimator)
         rows.append({"months": months, "estimate_months": result["estimate_months"],

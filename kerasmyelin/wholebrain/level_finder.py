@@ -29,7 +29,6 @@ real infant templates.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +49,7 @@ class FinderConfig:
         head_threshold: head-mask threshold as a fraction of the 99th percentile.
     """
 
-    grid_mm: float = 3.0
+    grid_mm: float = 4.0
     rotate: bool = True
     head_threshold: float = 0.08
 
@@ -92,25 +91,41 @@ class LevelFit:
                 "z_mm": {k: round(float(v), 2) for k, v in self.z_mm.items()}}
 
 
-@functools.lru_cache(maxsize=2)
+_REFERENCES: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
 def reference_mask(kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """(bool mask, diagonal 4x4 voxel -> MNI mm) of the ``"head"`` or ``"cerebrum"`` reference."""
-    if kind == "head":
-        from kerasmyelin.synth.anatomy import build_anatomy
+    """(bool mask, diagonal 4x4 voxel -> MNI mm) of the ``"head"`` or ``"cerebrum"`` reference.
 
-        anat = build_anatomy()
-        total = sum(anat.fractions[t] for t in anat.fractions)
-        mask, affine = total > 0.5, anat.affine
-    elif kind == "cerebrum":
-        from kerasmyelin.validation.mni_priors import load_mni_priors
-
-        priors = load_mni_priors()
-        mask, affine = priors.cerebrum, priors.affine
-    else:
+    Built once per process (the head takes ~4 s: it is the synthetic anatomy's); worker
+    processes get the parent's copies through :func:`install_references`.
+    """
+    if kind not in REFERENCES:
         raise ValueError(f"reference must be one of {REFERENCES}, got {kind!r}")
-    mask = np.asarray(mask, bool)
-    mask.setflags(write=False)
-    return mask, np.asarray(affine, np.float64)
+    if kind not in _REFERENCES:
+        if kind == "head":
+            from kerasmyelin.synth.anatomy import build_anatomy
+
+            anat = build_anatomy()
+            total = sum(anat.fractions[t] for t in anat.fractions)
+            mask, affine = total > 0.5, anat.affine
+        else:
+            from kerasmyelin.validation.mni_priors import load_mni_priors
+
+            priors = load_mni_priors()
+            mask, affine = priors.cerebrum, priors.affine
+        mask = np.array(mask, bool)
+        mask.setflags(write=False)
+        _REFERENCES[kind] = (mask, np.asarray(affine, np.float64))
+    return _REFERENCES[kind]
+
+
+def install_references(references: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Use reference masks built elsewhere (a worker process's initializer)."""
+    for kind, (mask, affine) in references.items():
+        mask = np.asarray(mask, bool)
+        mask.setflags(write=False)
+        _REFERENCES[kind] = (mask, np.asarray(affine, np.float64))
 
 
 def looks_skull_stripped(volume: np.ndarray) -> bool:
@@ -124,11 +139,39 @@ def looks_skull_stripped(volume: np.ndarray) -> bool:
     return bool(np.mean(sample == sample.min()) >= 0.30)
 
 
+@dataclass
+class Outline:
+    """A scan's outline sampled every ~grid_mm.
+
+    Attributes:
+        points: (N, 3) world mm of the sample points (a regular grid, C order).
+        inside: (N,) bool, inside the outline.
+        shape: the sample grid's shape.
+        spacing: the sample grid's spacing in mm per axis.
+        skull_stripped: how the outline was made.
+        step: voxel stride per axis of the sample grid (``volume[::step[0], ::step[1], ::step[2]]``).
+    """
+
+    points: np.ndarray
+    inside: np.ndarray
+    shape: tuple[int, int, int]
+    spacing: np.ndarray
+    skull_stripped: bool
+    step: tuple[int, int, int] = (1, 1, 1)
+
+    def distance(self) -> np.ndarray:
+        """(N,) distance (mm) of each point to the outline's boundary."""
+        from scipy import ndimage
+
+        sub = self.inside.reshape(self.shape)
+        out = np.where(sub, ndimage.distance_transform_edt(sub, sampling=self.spacing),
+                       ndimage.distance_transform_edt(~sub, sampling=self.spacing))
+        return out.reshape(-1)
+
+
 def subject_outline(volume: np.ndarray, affine: np.ndarray, skull_stripped: bool,
-                    config: FinderConfig = FinderConfig(), source=None
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sample points every ~grid_mm: world mm (N, 3), bool (N,) inside the outline, and each
-    point's distance (mm) to the outline's boundary."""
+                    config: FinderConfig = FinderConfig(), source=None) -> Outline:
+    """The head (or, skull-stripped, the non-background) outline sampled every ~grid_mm."""
     from scipy import ndimage
 
     from kerasmyelin.data.prepare import fill_holes_per_slice, head_mask
@@ -144,12 +187,14 @@ def subject_outline(volume: np.ndarray, affine: np.ndarray, skull_stripped: bool
         sub = sub[:, :: max(1, int(step[1] // step[0])) if step[1] > step[0] else 1, :]
     if sub.sum() < 50:
         raise InputError("no head found to align (the image is empty or nearly constant)", source)
-    spacing = vox_mm * step
-    distance = np.where(sub, ndimage.distance_transform_edt(sub, sampling=spacing),
-                        ndimage.distance_transform_edt(~sub, sampling=spacing))
-    ijk = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(sub.shape, step)], indexing="ij"), -1)
+    if skull_stripped:
+        strides = tuple(int(v) for v in step)
+    else:  # head_mask's in-plane stride, and the extra one taken along y above
+        strides = (int(step[0]), int(step[0]) * (max(1, int(step[1] // step[0])) if step[1] > step[0] else 1),
+                   int(step[2]))
+    ijk = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(sub.shape, strides)], indexing="ij"), -1)
     world = ijk.reshape(-1, 3).astype(np.float64) @ np.asarray(affine, np.float64)[:3, :3].T + affine[:3, 3]
-    return world, sub.reshape(-1), distance.reshape(-1)
+    return Outline(world, sub.reshape(-1), sub.shape, vox_mm * np.array(strides), bool(skull_stripped), strides)
 
 
 def _rotation(angles_deg: np.ndarray) -> np.ndarray:
@@ -190,12 +235,14 @@ def align(points: np.ndarray, inside: np.ndarray, distance: np.ndarray, kind: st
     # Reference padded with a False border so points mapped outside land on it.
     padded = np.pad(ref, 1)
     limit = np.array(padded.shape, np.int32) - 1
+    flat = padded.ravel()
+    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1], np.int32)
     centred_all = (points - g).astype(np.float32)
     best = 0.0
     free = list(range(9)) if config.rotate else [0, 1, 2, 6, 7, 8]
     # Coarse steps see every 4th point (a regular subsample): 4x cheaper, same optimum to ~1 mm.
     stages = ((0.04, 4.0, 4.0, 4, 40.0), (0.02, 2.0, 2.0, 4, 25.0), (0.01, 1.0, 1.0, 1, 12.0),
-              (0.005, 0.5, 0.5, 1, 12.0))
+              (0.005, 0.5, 0.5, 1, 8.0))
     for rel, deg, mm, stride, band_mm in stages:
         near = distance <= band_mm
         centred, a = centred_all[near][::stride], inside[near][::stride]
@@ -204,10 +251,12 @@ def align(points: np.ndarray, inside: np.ndarray, distance: np.ndarray, kind: st
 
         def dice(p: np.ndarray) -> float:
             m = _matrix(p, np.zeros(3))
-            idx = np.rint((centred @ m[:3, :3].T.astype(np.float32) + (m[:3, 3] - roff).astype(np.float32))
-                          / rdiag.astype(np.float32)).astype(np.int32) + 1
+            # Reference voxel (+1 for the padding) of every point, rounded as floor(x + 0.5).
+            lin = (m[:3, :3] / rdiag[:, None]).T.astype(np.float32)
+            off = ((m[:3, 3] - roff) / rdiag + 1.5).astype(np.float32)
+            idx = np.floor(centred @ lin + off).astype(np.int32)
             np.clip(idx, 0, limit, out=idx)
-            b = padded[idx[:, 0], idx[:, 1], idx[:, 2]]
+            b = flat[idx @ strides]
             return 2.0 * (np.count_nonzero(b & a) + deep) / max(n_a + np.count_nonzero(b) + deep, 1)
 
         best = dice(params)
@@ -227,7 +276,7 @@ def align(points: np.ndarray, inside: np.ndarray, distance: np.ndarray, kind: st
 
 
 def find_levels(volume: np.ndarray, affine: np.ndarray, *, skull_stripped: bool | None = None,
-                config: FinderConfig = FinderConfig(), source=None) -> LevelFit:
+                config: FinderConfig = FinderConfig(), source=None, outline: Outline | None = None) -> LevelFit:
     """Locate levels a-e in one RAS-canonical volume (see the module docstring).
 
     Args:
@@ -236,12 +285,14 @@ def find_levels(volume: np.ndarray, affine: np.ndarray, *, skull_stripped: bool 
         skull_stripped: None to decide from the background (:func:`looks_skull_stripped`).
         config: finder settings.
         source: file name for error messages.
+        outline: the volume's :func:`subject_outline` if already made (with the same settings).
     """
-    if skull_stripped is None:
-        skull_stripped = looks_skull_stripped(volume)
-    kind = "cerebrum" if skull_stripped else "head"
-    points, inside, distance = subject_outline(volume, affine, skull_stripped, config, source)
-    matrix, dice, params = align(points, inside, distance, kind, config)
+    if outline is None or (skull_stripped is not None and outline.skull_stripped != skull_stripped):
+        if skull_stripped is None:
+            skull_stripped = looks_skull_stripped(volume)
+        outline = subject_outline(volume, affine, skull_stripped, config, source)
+    kind = "cerebrum" if outline.skull_stripped else "head"
+    matrix, dice, params = align(outline.points, outline.inside, outline.distance(), kind, config)
     inv = np.linalg.inv(matrix)
     landmarks = {lv.key: tuple(float(v) for v in (inv @ np.array([*lv.mni_landmark, 1.0]))[:3]) for lv in LEVELS}
     return LevelFit(subject_to_mni=matrix, z_mm={k: p[2] for k, p in landmarks.items()}, dice=dice,

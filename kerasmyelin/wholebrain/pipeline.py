@@ -22,7 +22,12 @@ import numpy as np
 from kerasmyelin.data.prepare import PrepConfig, head_mask, prepare_volume
 from kerasmyelin.errors import InputError
 from kerasmyelin.levels import CONTRASTS, INPUT_NAMES, LEVEL_KEYS, LEVELS, input_name
-from kerasmyelin.wholebrain.level_finder import FinderConfig, LevelFit, find_levels, looks_skull_stripped
+from kerasmyelin.wholebrain.level_finder import (
+    FinderConfig,
+    LevelFit,
+    find_levels,
+    looks_skull_stripped,
+)
 from kerasmyelin.wholebrain.volumes import SLAB_MM, ScanPair, make_pair, slab_stack
 
 # A level's slice with less head than this share of the widest slice's is reported: the scan
@@ -99,7 +104,8 @@ def prepare_pair(pair: ScanPair, *, skull_stripped: bool | None = None, finder: 
     if skull_stripped is None:
         skull_stripped = looks_skull_stripped(pair.t1)
     src = pair.sources.get("T1w")
-    fit = find_levels(pair.t1, pair.affine, skull_stripped=skull_stripped, config=finder, source=src)
+    fit = find_levels(pair.t1, pair.affine, skull_stripped=skull_stripped, config=finder, source=src,
+                      outline=pair.t1_outline)
     seconds["find_levels"] = time.perf_counter() - t
     t = time.perf_counter()
     volumes = {"T1w": pair.t1, "T2w": pair.t2}
@@ -181,11 +187,17 @@ class TrainedEstimator:
         self.normative = normative
         self.normative_report = normative_report or {}
         self.name = name
+        self.training_prep = _training_prep(files[0])
         self.version = f"{name} (sha256 {'+'.join(_sha256(f)[:12] for f in files)})"
 
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> TrainedEstimator:
-        from kerasmyelin.training.experiment import CONFIG_FILE, FULL, MODEL_FILE, fold_dir
+        from kerasmyelin.training.experiment import (
+            CONFIG_FILE,
+            FULL,
+            MODEL_FILE,
+            fold_dir,
+        )
 
         p = Path(path).expanduser()
         if p.is_file():
@@ -227,6 +239,27 @@ class TrainedEstimator:
     def image_size(self) -> int:
         return int(self.model.inputs[0].shape[1])
 
+    @property
+    def prep_config(self) -> PrepConfig:
+        """The preparation the model was trained with (serving must match it), else the defaults."""
+        known = {k: v for k, v in (self.training_prep or {}).items() if k in PrepConfig.__dataclass_fields__}
+        return PrepConfig(**dict(known, image_size=self.image_size))
+
+
+def _training_prep(model_file: Path) -> dict | None:
+    """The prep_config of the ten-slice cache the model's run was trained on, when still reachable."""
+    from kerasmyelin.training.experiment import RUN_INFO
+
+    for folder in (model_file.parent, *model_file.parents[:3]):
+        info = folder / RUN_INFO
+        if info.is_file():
+            try:
+                data = Path(json.loads(info.read_text())["data"])
+                return json.loads((data / "manifest.json").read_text()).get("prep_config")
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+    return None
+
 
 def _load_checked(path: Path):
     from kerasmyelin.training.experiment import model_input_names
@@ -256,8 +289,11 @@ def _average(models):
 
 
 def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject: str = "subject",
-                     age_months: float | None = None, saliency: str | None = "integrated_gradients") -> tuple[dict, object]:
+                     age_months: float | None = None, saliency: str | None = "integrated_gradients",
+                     estimate: float | None = None) -> tuple[dict, object]:
     """The estimate of one prepared infant, with interval, gap, grade and (optionally) saliency.
+
+    ``estimate``: the network's output if already computed (a batch predicts many at once).
 
     Returns:
         (result dict for ``result.json`` and the report, the ``Attribution`` or None).
@@ -274,8 +310,9 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
 
         attribution = integrated_gradients(estimator.model, scan.images, steps=IG_STEPS)
         estimate = float(attribution.estimate)
-    else:
+    elif estimate is None:
         estimate = estimator.predict(scan.images)
+    estimate = float(estimate)
     if age_months is not None and not -3.0 <= float(age_months) <= 60.0:
         raise InputError(f"corrected age {age_months} months is outside -3 to 60 months: wrong units (weeks? "
                          "days?)")
@@ -350,5 +387,12 @@ def _no_chart() -> dict:
     return {"age_months": ages, "expected": ages, "lo": ages, "hi": ages}
 
 
-__all__ = ["PreparedScan", "TrainedEstimator", "estimate_subject", "prepare_pair", "prepare_scan",
-           "write_subject_outputs", "LEVEL_KEYS"]
+__all__ = [
+    "LEVEL_KEYS",
+    "PreparedScan",
+    "TrainedEstimator",
+    "estimate_subject",
+    "prepare_pair",
+    "prepare_scan",
+    "write_subject_outputs",
+]
