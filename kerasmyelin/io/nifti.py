@@ -153,7 +153,10 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32) -> tuple[np.ndarra
         data = _read_data(img, path, shape, dtype)
     except (EOFError, OSError, zlib.error, ValueError) as exc:
         raise InputError(f"image data could not be read; the file is truncated or corrupt ({exc})", path) from None
-    if not np.all(np.isfinite(data)):
+    # Integer voxels (most MR files) cannot be NaN or infinite; only floats need the scan.
+    scaling = (float(getattr(img.dataobj, "slope", 1.0)), float(getattr(img.dataobj, "inter", 0.0)))
+    exact = np.issubdtype(img.get_data_dtype(), np.integer) and np.all(np.isfinite(scaling))
+    if not exact and not np.all(np.isfinite(data)):
         raise InputError(f"{int(np.size(data) - np.isfinite(data).sum())} voxels are NaN or infinite", path)
     if float(data.max()) == float(data.min()):
         raise InputError(f"image is constant (every voxel is {float(data.max())})", path)

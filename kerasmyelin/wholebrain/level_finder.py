@@ -15,7 +15,7 @@ the landmarks back:
 2. *Alignment.* A 9-parameter transform ``mni = S R (p - g) + q`` (three scales, three
    rotations, three translations; subject world mm -> MNI mm): first guess from moments
    (centroids, per-axis spread), then a coordinate search maximising the Dice overlap of the
-   two outlines, sampled at the subject's own voxels (every ~3 mm), so a field of view that
+   two outlines, sampled at the subject's own voxels (every ~4 mm), so a field of view that
    cuts the head off is compared only where it was imaged.
 3. *Levels.* Each landmark is mapped back to the subject's world and its z read off; the
    slice is the nearest axial slice, as a radiographer would pick it.
@@ -240,9 +240,10 @@ def align(points: np.ndarray, inside: np.ndarray, distance: np.ndarray, kind: st
     centred_all = (points - g).astype(np.float32)
     best = 0.0
     free = list(range(9)) if config.rotate else [0, 1, 2, 6, 7, 8]
-    # Coarse steps see every 4th point (a regular subsample): 4x cheaper, same optimum to ~1 mm.
-    stages = ((0.04, 4.0, 4.0, 4, 40.0), (0.02, 2.0, 2.0, 4, 25.0), (0.01, 1.0, 1.0, 1, 12.0),
-              (0.005, 0.5, 0.5, 1, 8.0))
+    # Coarse steps see every 4th point, the last every 2nd (regular subsamples): on 40 synthetic
+    # infants the levels matched a full-density search with a fourth 0.5 mm / 0.5 degree stage
+    # (100% within one slice either way, 80.0% vs 80.8% exact) at 2/3 of the time.
+    stages = ((0.04, 4.0, 4.0, 4, 40.0), (0.02, 2.0, 2.0, 4, 20.0), (0.01, 1.0, 1.0, 2, 10.0))
     for rel, deg, mm, stride, band_mm in stages:
         near = distance <= band_mm
         centred, a = centred_all[near][::stride], inside[near][::stride]

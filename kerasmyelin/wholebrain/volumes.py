@@ -161,7 +161,8 @@ def make_pair(t1: tuple[np.ndarray, np.ndarray], t2: tuple[np.ndarray, np.ndarra
             raise InputError(f"the T2w's field of view covers only {overlap:.0%} of the T1w's "
                              f"({sources.get('T1w')}); are they from the same session?", sources.get("T2w"))
         d2 = resample_onto(d2, a2, d1.shape, a1)
-    pair = ScanPair(np.ascontiguousarray(d1), np.ascontiguousarray(d2), np.asarray(a1, np.float64), sources,
+    # Views, not copies: every later step reads strided samples or single slices.
+    pair = ScanPair(d1, d2, np.asarray(a1, np.float64), sources,
                     resampled)
     if check:
         pair.same_head = check_same_head(pair)
