@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--cohort", required=True, help="folder written by 'kerasmyelin synth'")
     parser.add_argument("--subjects", type=int, default=10)
     parser.add_argument("--batch", type=int, default=40, help="infants in the batch timing")
+    parser.add_argument("--workers", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2],
+                        help="preparing processes to time, comma-separated (default 1,2)")
     args = parser.parse_args()
 
     import kerasmyelin  # noqa: F401  (first: its TensorFlow settings apply before TensorFlow starts)
@@ -62,7 +64,7 @@ def main() -> None:
         jobs = [Job(p, cohort / p / "anat" / f"{p}_T1w.nii.gz", cohort / p / "anat" / f"{p}_T2w.nii.gz", 6.0)
                 for p in batch_ids]
         estimator.predict(scan.images)  # trace the plain forward graph outside the timing
-        for workers in (1, 2):
+        for workers in args.workers:
             t = time.perf_counter()
             rows = run_batch(jobs, estimator, Path(tmp) / f"batch{workers}", progress=False, log=lambda *_: None,
                              workers=workers)

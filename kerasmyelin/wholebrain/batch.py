@@ -20,6 +20,7 @@ from kerasmyelin.wholebrain.manifest import Job
 
 PREDICTIONS_CSV = "predictions.csv"
 CHUNK = 8  # infants estimated in one forward pass
+AHEAD = 2 * CHUNK  # infants submitted to the preparing processes ahead of the estimates
 COLUMNS = ("subject", "status", "age_months", "estimate_months", "interval_lo", "interval_hi", "gap_months",
            "corrected_gap_months", "z", "grade", "level_finder_dice", "warnings", "error")
 
@@ -63,7 +64,8 @@ def _prepared_in_order(jobs: list[Job], workers: int, skull_stripped, prep):
 
     Reading, checking, level finding and slice preparation need no TensorFlow, so they run in
     worker processes (spawned: the parent may hold TensorFlow's threads) while the parent
-    estimates. At most 2 x workers prepared infants wait, so memory stays flat for any cohort.
+    estimates. At most :data:`AHEAD` infants are in flight (about 0.7 MB each once prepared), enough to
+    keep the workers busy while the parent estimates a chunk; memory stays flat for any cohort.
     """
     if workers <= 1:
         for job in jobs:
@@ -87,7 +89,7 @@ def _prepared_in_order(jobs: list[Job], workers: int, skull_stripped, prep):
             pending.append((job, None if job.error else pool.submit(_prepare, job, skull_stripped, prep)))
             return True
 
-        for _ in range(2 * workers):
+        for _ in range(max(AHEAD, 2 * workers)):
             submit_next()
         while pending:
             job, future = pending.popleft()

@@ -37,6 +37,7 @@ from kerasmyelin.errors import InputError
 from kerasmyelin.levels import LEVEL_KEYS, LEVELS
 
 REFERENCES = ("head", "cerebrum")
+SWEEPS = 10  # coordinate-search sweeps per stage at most
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def align(points: np.ndarray, inside: np.ndarray, distance: np.ndarray, kind: st
 
         best = dice(params)
         steps = np.array([rel * params[0], rel * params[1], rel * params[2], deg, deg, deg, mm, mm, mm])
-        for _ in range(10):
+        for _ in range(SWEEPS):
             improved = False
             for k in free:
                 for sign in (1.0, -1.0):
