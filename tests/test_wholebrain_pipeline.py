@@ -44,6 +44,7 @@ def test_one_infant_gets_estimate_interval_grade_and_report(smoke_run, tiny_coho
     result = json.loads((out / "result.json").read_text())
     lo, hi = result["interval_months"]
     assert lo < result["estimate_months"] < hi and result["interval_level"] == 0.9
+    assert 0.0 < result["norms"]["coverage"] <= 1.0 and result["norms"]["n"] == 44  # measured, not assumed
     assert result["grade"] in ("within norms", "possible delay", "marked delay")
     assert result["gap_months"] == pytest.approx(result["estimate_months"] - 6, abs=2e-3)
     assert set(result["levels"]) == set("abcde") and set(result["months_by_input"]) == set(INPUT_NAMES)

@@ -325,7 +325,7 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
     if norm is not None:
         lo, hi = norm.interval(estimate)
         result.update(interval_months=[round(float(lo), 3), round(float(hi), 3)], interval_level=norm.level,
-                      grade_rule=norm.grade_rule())
+                      grade_rule=norm.grade_rule(), norms=_norms_summary(estimator.normative_report))
         if age_months is not None:
             g = norm.gap(estimate, float(age_months))
             result.update(gap_months=round(g["gap_months"], 3), corrected_gap_months=round(g["corrected_gap_months"], 3),
@@ -348,6 +348,14 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
         result["completeness_error_months"] = round(float(attribution.completeness_error), 4)
     scan.seconds["estimate"] = time.perf_counter() - t
     return result, attribution
+
+
+def _norms_summary(report: dict) -> dict:
+    """How well the run's norms held on its own held-out infants (cross-fitted by fold)."""
+    keys = ("n", "coverage", "mean_width_months", "raw_gap_spearman_r", "corrected_gap_spearman_r",
+            "flagged_possible_or_marked", "flagged_marked")
+    return {k: (round(float(report[k]), 4) if isinstance(report.get(k), float) else report.get(k))
+            for k in keys if k in report}
 
 
 def write_subject_outputs(out: str | os.PathLike, result: dict, scan: PreparedScan, attribution,
