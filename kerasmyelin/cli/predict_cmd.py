@@ -134,7 +134,7 @@ def _run_cache(args: argparse.Namespace) -> int:
 
     from kerasmyelin.data.cache import read_cache
     from kerasmyelin.training.experiment import predict_ages, write_predictions
-    from kerasmyelin.training.fit import load_trained
+    from kerasmyelin.wholebrain.pipeline import load_checked_model
 
     model_file = resolve_model_file(args.model)
     data = read_cache(args.data)
@@ -147,18 +147,7 @@ def _run_cache(args: argparse.Namespace) -> int:
         positions = np.array([ids.index(s) for s in wanted])
     else:
         positions = np.arange(len(ids))
-    try:
-        model = load_trained(model_file)
-    except Exception as exc:  # Keras raises many types for a foreign or damaged file
-        raise InputError(f"cannot load this model ({type(exc).__name__}: {exc})", model_file) from None
-    from kerasmyelin.levels import INPUT_NAMES
-    from kerasmyelin.training.experiment import model_input_names
-
-    names = sorted(model_input_names(model))
-    if names != sorted(INPUT_NAMES) or tuple(model.outputs[0].shape[1:]) != (1,):
-        raise InputError(f"not a myelination-age model (inputs {names}, output shape "
-                         f"{tuple(model.outputs[0].shape)}; expected the ten inputs {list(INPUT_NAMES)} "
-                         f"and one age)", model_file)
+    model = load_checked_model(model_file)
     size = model.inputs[0].shape[1]
     first = next(iter(data.images.values()))
     if first.shape[1] != size:

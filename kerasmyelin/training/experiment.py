@@ -20,7 +20,6 @@ network killed mid-training resumes from its backup. Folds are independent jobs
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -32,7 +31,7 @@ import numpy as np
 from kerasmyelin.config import to_dict
 from kerasmyelin.data.cache import CACHE_FILE, TenSliceSet, read_cache
 from kerasmyelin.errors import ConfigError, InputError, OutputError
-from kerasmyelin.io.atomic import write_bytes_atomic, write_text_atomic
+from kerasmyelin.io.atomic import sha256_file, write_bytes_atomic, write_text_atomic
 from kerasmyelin.training.config import ExperimentConfig, load_experiment
 from kerasmyelin.training.splits import holdout, load_splits, make_folds, save_splits
 
@@ -46,14 +45,6 @@ FULL = "full"
 
 def fold_dir(run: Path, fold: int | str) -> Path:
     return run / (FULL if fold == FULL else f"fold-{int(fold)}")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: str | os.PathLike | None):
@@ -93,7 +84,7 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
         raise InputError(f"no {RUN_INFO} here; give --data", run)
     data_dir = Path(data_dir).expanduser().absolute()
     data = read_cache(data_dir)
-    digest = _sha256(data_dir / CACHE_FILE)
+    digest = sha256_file(data_dir / CACHE_FILE)
     if stored_info.exists() and info["sha256"] != digest:
         raise InputError(f"the ten-slice cache differs from the one this run was trained on "
                          f"({run / RUN_INFO}); use a new --out", data_dir / CACHE_FILE)

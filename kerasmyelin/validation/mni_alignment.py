@@ -49,6 +49,7 @@ from scipy import ndimage as ndi
 from kerasmyelin.errors import InputError
 from kerasmyelin.validation.mni_priors import _largest_component, load_mni_priors
 
+
 def _bbox(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...]:
     out = []
     for axis in range(mask.ndim):
@@ -133,6 +134,29 @@ def moment_alignment(
     return _diag_affine(scale, ps.mean(axis=0), pr.mean(axis=0))
 
 
+def coordinate_search(score, params: np.ndarray, best: float, steps: np.ndarray, free, sweeps: int
+                      ) -> tuple[np.ndarray, float]:
+    """Greedy coordinate ascent: try +/- ``steps[k]`` on each free parameter, keep any gain, repeat.
+
+    Stops after ``sweeps`` sweeps or at the first sweep that improves nothing.
+
+    Returns:
+        (best parameters, best score).
+    """
+    for _ in range(sweeps):
+        improved = False
+        for k in free:
+            for sign in (1.0, -1.0):
+                trial = params.copy()
+                trial[k] += sign * steps[k]
+                value = score(trial)
+                if value > best + 1e-6:
+                    best, params, improved = value, trial, True
+        if not improved:
+            break
+    return params, best
+
+
 def refine_alignment_dice(
     initial: np.ndarray,
     subject_mask: np.ndarray,
@@ -213,18 +237,8 @@ def _refine_dice(
     params = np.array([*scale0, *(scale0 * g + init[:3, 3])])
     best = dice(params)
     for rel, mm in ((0.04, 4.0), (0.02, 2.0), (0.01, 1.0), (0.005, 0.5)):
-        steps = [rel * params[0], rel * params[1], rel * params[2], mm, mm, mm]
-        for _ in range(8):
-            improved = False
-            for k in range(6):
-                for sign in (1.0, -1.0):
-                    trial = params.copy()
-                    trial[k] += sign * steps[k]
-                    d = dice(trial)
-                    if d > best + 1e-6:
-                        best, params, improved = d, trial, True
-            if not improved:
-                break
+        steps = np.array([rel * params[0], rel * params[1], rel * params[2], mm, mm, mm])
+        params, best = coordinate_search(dice, params, best, steps, range(6), sweeps=8)
     scale = params[:3]
     out = np.eye(4)
     out[:3, :3] = np.diag(scale)

@@ -75,7 +75,11 @@ def _prepared_in_order(jobs: list[Job], workers: int, skull_stripped, prep):
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
-    from kerasmyelin.wholebrain.level_finder import REFERENCES, install_references, reference_mask
+    from kerasmyelin.wholebrain.level_finder import (
+        REFERENCES,
+        install_references,
+        reference_mask,
+    )
 
     pending = deque()
     todo = iter(jobs)

@@ -35,6 +35,7 @@ import numpy as np
 
 from kerasmyelin.errors import InputError
 from kerasmyelin.levels import LEVEL_KEYS, LEVELS
+from kerasmyelin.validation.mni_alignment import coordinate_search
 
 REFERENCES = ("head", "cerebrum")
 SWEEPS = 10  # coordinate-search sweeps per stage at most
@@ -263,17 +264,7 @@ def align(points: np.ndarray, inside: np.ndarray, distance: np.ndarray, kind: st
 
         best = dice(params)
         steps = np.array([rel * params[0], rel * params[1], rel * params[2], deg, deg, deg, mm, mm, mm])
-        for _ in range(SWEEPS):
-            improved = False
-            for k in free:
-                for sign in (1.0, -1.0):
-                    trial = params.copy()
-                    trial[k] += sign * steps[k]
-                    d = dice(trial)
-                    if d > best + 1e-6:
-                        best, params, improved = d, trial, True
-            if not improved:
-                break
+        params, best = coordinate_search(dice, params, best, steps, free, SWEEPS)
     return _matrix(params, g), best, params
 
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -21,6 +20,7 @@ import numpy as np
 
 from kerasmyelin.data.prepare import PrepConfig, head_mask, prepare_volume
 from kerasmyelin.errors import InputError
+from kerasmyelin.io.atomic import sha256_file
 from kerasmyelin.levels import CONTRASTS, INPUT_NAMES, LEVEL_KEYS, LEVELS, input_name
 from kerasmyelin.wholebrain.level_finder import (
     FinderConfig,
@@ -162,14 +162,6 @@ def prepare_scan(t1_path: str | os.PathLike, t2_path: str | os.PathLike, *, skul
     return scan
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class TrainedEstimator:
     """A run's network and normative model, loaded once for many infants.
 
@@ -188,7 +180,7 @@ class TrainedEstimator:
         self.normative_report = normative_report or {}
         self.name = name
         self.training_prep = _training_prep(files[0])
-        self.version = f"{name} (sha256 {'+'.join(_sha256(f)[:12] for f in files)})"
+        self.version = f"{name} (sha256 {'+'.join(sha256_file(f)[:12] for f in files)})"
 
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> TrainedEstimator:
@@ -203,11 +195,11 @@ class TrainedEstimator:
         if p.is_file():
             if p.suffix != ".keras":
                 raise InputError("not a .keras model file", p)
-            return cls(_load_checked(p), [p], name=p.parent.name + "/" + p.name)
+            return cls(load_checked_model(p), [p], name=p.parent.name + "/" + p.name)
         if not p.is_dir():
             raise InputError("model not found (give a run folder, a fold folder or a .keras file)", p)
         if (p / MODEL_FILE).is_file() and not (p / CONFIG_FILE).is_file():
-            return cls(_load_checked(p / MODEL_FILE), [p / MODEL_FILE], name=p.name)
+            return cls(load_checked_model(p / MODEL_FILE), [p / MODEL_FILE], name=p.name)
         if (p / FULL / MODEL_FILE).is_file():
             files = [p / FULL / MODEL_FILE]
         else:
@@ -215,7 +207,7 @@ class TrainedEstimator:
         if not files:
             raise InputError(f"no trained model here (looked for {FULL}/{MODEL_FILE} and fold-*/{MODEL_FILE}); "
                              f"train one with 'kerasmyelin train --out {p}'", p)
-        models = [_load_checked(f) for f in files]
+        models = [load_checked_model(f) for f in files]
         model = models[0] if len(models) == 1 else _average(models)
         normative, report = None, None
         try:
@@ -261,18 +253,21 @@ def _training_prep(model_file: Path) -> dict | None:
     return None
 
 
-def _load_checked(path: Path):
+def load_checked_model(path: str | os.PathLike):
+    """A ``.keras`` file kerasmyelin wrote (safe mode), checked to take the ten inputs and give one age."""
     from kerasmyelin.training.experiment import model_input_names
     from kerasmyelin.training.fit import load_trained
 
+    path = Path(path)
     try:
         model = load_trained(path)
     except Exception as exc:  # Keras raises many types for a foreign or damaged file
         raise InputError(f"cannot load this model ({type(exc).__name__}: {exc})", path) from None
     names = sorted(model_input_names(model))
     if names != sorted(INPUT_NAMES) or tuple(model.outputs[0].shape[1:]) != (1,):
-        raise InputError(f"not a myelination-age model (inputs {names}; expected the ten inputs "
-                         f"{list(INPUT_NAMES)} and one age)", path)
+        raise InputError(f"not a myelination-age model (inputs {names}, output shape "
+                         f"{tuple(model.outputs[0].shape)}; expected the ten inputs {list(INPUT_NAMES)} "
+                         "and one age)", path)
     return model
 
 
