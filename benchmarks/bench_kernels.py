@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 
-import kerasmyelin  # noqa: F401  (first: its settings apply unless the environment says otherwise)
 import numpy as np
+
+import kerasmyelin  # noqa: F401  (first: its settings apply unless the environment says otherwise)
 
 
 def _time(f, *args, n: int = 20) -> float:

@@ -113,10 +113,10 @@ def worker_train(variant: str, seconds: float, batch: int) -> dict:
 
 def worker_infer(seconds: float) -> dict:
     """Subjects/s of ``predict_ages`` (batch prediction) and of batch-8 validation passes."""
-    import kerasmyelin  # noqa: F401  (settings first)
     import keras
     import numpy as np
 
+    import kerasmyelin  # noqa: F401  (settings first)
     from kerasmyelin.data.pipeline import make_dataset
     from kerasmyelin.models.myelin_cnn import build_myelin_cnn
     from kerasmyelin.training.experiment import predict_ages

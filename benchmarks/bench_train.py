@@ -25,11 +25,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    import kerasmyelin  # noqa: F401  (first: its TensorFlow settings apply before TensorFlow starts)
     import keras
     import numpy as np
     import tensorflow as tf
 
+    import kerasmyelin  # noqa: F401  (first: its TensorFlow settings apply before TensorFlow starts)
     from kerasmyelin.data.cache import read_cache
     from kerasmyelin.data.pipeline import make_dataset, steps_per_epoch
     from kerasmyelin.models.myelin_cnn import build_myelin_cnn

@@ -28,7 +28,11 @@ def main() -> None:
     from kerasmyelin.data.prepare import to_canonical
     from kerasmyelin.io.nifti import load_volume
     from kerasmyelin.validation.mni_priors import load_mni_priors
-    from kerasmyelin.validation.template_levels import ANNOTATED_Z_MM, TEMPLATE_AGES, template_file
+    from kerasmyelin.validation.template_levels import (
+        ANNOTATED_Z_MM,
+        TEMPLATE_AGES,
+        template_file,
+    )
     from kerasmyelin.wholebrain.level_finder import find_levels
 
     priors = load_mni_priors()

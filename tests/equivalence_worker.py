@@ -7,9 +7,9 @@ Usage: python tests/equivalence_worker.py OUT.npz keras|fused
 
 import sys
 
-import tensorflow  # noqa: F401  (first: the environment given by the test decides the kernels)
 import keras
 import numpy as np
+import tensorflow  # noqa: F401  (first: the environment given by the test decides the kernels)
 
 from kerasmyelin.levels import INPUT_NAMES
 from kerasmyelin.models.myelin_cnn import build_myelin_cnn

@@ -13,7 +13,12 @@ pytest.importorskip("keras")
 from kerasmyelin.cli.main import main  # noqa: E402
 from kerasmyelin.errors import ConfigError, InputError  # noqa: E402
 from kerasmyelin.training.config import load_experiment  # noqa: E402
-from kerasmyelin.training.experiment import gather_predictions, open_run, read_predictions, run_fold  # noqa: E402
+from kerasmyelin.training.experiment import (  # noqa: E402
+    gather_predictions,
+    open_run,
+    read_predictions,
+    run_fold,
+)
 from kerasmyelin.training.fit import load_trained  # noqa: E402
 from tests.conftest import REPO, SMOKE_YAML, learnable_tenslice  # noqa: E402
 

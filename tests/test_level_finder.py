@@ -2,7 +2,6 @@
 
 import csv
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -106,19 +105,37 @@ def test_slabs_average_thin_slices_and_centre_on_the_requested_level():
     z = np.arange(60, dtype=np.float32)
     volume = np.broadcast_to(z, (4, 4, 60)).copy()
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
-    stack, new = slab_stack(volume, affine, centre_z_mm=31.0)
+    stack, new = slab_stack(volume, affine, centre_mm=(1.0, 2.0, 31.0))
     centres = new[2, 3] + new[2, 2] * np.arange(stack.shape[2])
     assert new[2, 2] == 5.0 and 31.0 in centres
     inner = (centres >= 2.5) & (centres <= 56.5)
     np.testing.assert_allclose(stack[0, 0, inner], centres[inner], atol=1e-4)
 
 
-def test_3d_isotropic_volume_is_detected(tmp_path):
-    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.diag([0.8, 0.8, 0.8, 1]))
-    from kerasmyelin.wholebrain.volumes import ScanPair
+def test_a_3d_scan_is_made_into_slabs_that_match_the_clinical_stack(tiny_cohort):
+    """The same head stored as 1 mm slices (each 5 mm slice repeated): detected as 3-D, averaged
+    back into 5 mm slabs centred on level c, and prepared like the original stack."""
+    from kerasmyelin.data.prepare import PrepConfig
+    from kerasmyelin.wholebrain.pipeline import prepare_pair
 
-    pair = ScanPair(img.get_fdata(), img.get_fdata(), img.affine, {})
-    assert pair.is_3d
+    pid = sorted(_truth(tiny_cohort))[0]
+    vols = {c: to_canonical(*_volume(tiny_cohort, pid, c)) for c in ("T1w", "T2w")}
+    affine = vols["T1w"][1]
+    k = int(round(abs(affine[2, 2])))
+    thin_affine = affine @ np.diag([1.0, 1.0, 1.0 / k, 1.0])
+    thin_affine[:3, 3] = (affine @ [0, 0, -(k - 1) / (2 * k), 1])[:3]  # thin slices tile each thick one
+    thin = make_pair((np.repeat(vols["T1w"][0], k, axis=2), thin_affine),
+                     (np.repeat(vols["T2w"][0], k, axis=2), thin_affine))
+    stack = make_pair(vols["T1w"], vols["T2w"])
+    assert thin.is_3d and not stack.is_3d
+    config = PrepConfig(image_size=64)
+    a, b = prepare_pair(thin, prep=config), prepare_pair(stack, prep=config)
+    assert a.qc["is_3d"] and a.qc["slab_mm"] == 5.0
+    for key in LEVEL_KEYS:
+        assert abs(a.levels[key]["z_mm"] - b.levels[key]["z_mm"]) < 5.0
+    # Level c's slab is centred on the level, the stack's slice is up to half a slice away: similar images.
+    r = np.corrcoef(a.images["t1w_c"].ravel(), b.images["t1w_c"].ravel())[0, 1]
+    assert r > 0.8, r
 
 
 def test_brain_core_scaling_treats_whole_head_and_skull_stripped_alike(tiny_cohort):
@@ -130,8 +147,7 @@ def test_brain_core_scaling_treats_whole_head_and_skull_stripped_alike(tiny_coho
     truth = _truth(tiny_cohort)[pid]
     data, affine = to_canonical(*_volume(tiny_cohort, pid, "T1w"))
     slices = {k: int(truth[f"slice_{k}"]) for k in LEVEL_KEYS}
-    fit = find_levels(data, affine)
-    # Skull-strip with the registered MNI cerebrum... here simply: keep voxels >= 14 mm inside the head.
+    # A crude skull-strip: keep the voxels at least 14 mm inside the head outline.
     from scipy import ndimage
 
     from kerasmyelin.data.prepare import head_mask
@@ -140,7 +156,6 @@ def test_brain_core_scaling_treats_whole_head_and_skull_stripped_alike(tiny_coho
     vox = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     brain = ndimage.distance_transform_edt(head, sampling=vox) >= 14.0
     stripped = np.where(brain, data, 0).astype(np.float32)
-    assert fit.dice > 0.9
     ratios = {}
     for reference in ("head", "brain_core"):
         config = PrepConfig(image_size=64, intensity_reference=reference)
@@ -155,13 +170,13 @@ def test_brain_core_scaling_treats_whole_head_and_skull_stripped_alike(tiny_coho
 def test_finder_on_the_real_templates_against_the_annotations():
     """The skull-stripped, cerebrum-only templates: measured errors (docs/wholebrain.md) are
     +7 to +12 mm at level b, +2 to +13 at c, +4 to +9 at d, +1 to +7 at e. This guards them."""
-    from tests.conftest import TEMPLATES, require_shared
-
     from kerasmyelin.validation.template_levels import finder_errors
+    from tests.conftest import TEMPLATES, require_shared
 
     errors = finder_errors(require_shared(TEMPLATES))
     for months, by_level in errors.items():
         assert by_level["a"] is None  # not in the templates (cut below the midbrain)
-        for key in "bcde":
-            assert -5.0 <= by_level[key] <= 15.0, (months, key, by_level[key])
+        for key in "bcde":  # the measured bias (docs/wholebrain.md), guarded against getting worse
+            assert 0.0 <= by_level[key] <= 13.0, (months, key, by_level[key])
+        assert by_level["dice"] > 0.85
         assert abs(by_level["e"]) <= 7.5, (months, by_level)

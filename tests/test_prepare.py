@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from kerasmyelin.data.prepare import (PrepConfig, crop_square, fill_holes_per_slice, prepare_volume, radiological,
-                                      resize, to_canonical)
+from kerasmyelin.data.prepare import (
+    PrepConfig,
+    crop_square,
+    fill_holes_per_slice,
+    prepare_volume,
+    radiological,
+    resize,
+    to_canonical,
+)
 from kerasmyelin.errors import InputError
 
 

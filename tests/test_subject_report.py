@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from kerasmyelin.errors import OutputError
-from kerasmyelin.evaluation.subject_report import DISCLAIMER, GRADES, TITLE, render_subject_report
+from kerasmyelin.evaluation.subject_report import (
+    DISCLAIMER,
+    GRADES,
+    TITLE,
+    render_subject_report,
+)
 from kerasmyelin.levels import INPUT_NAMES, LEVELS
 
 SIZE = 32
@@ -77,6 +82,17 @@ def test_writes_one_page_png_and_pdf_with_and_without_age(tmp_path, age):
     assert ("POSSIBLE DELAY" in text) == (age is not None)
     assert ("Not graded" in text) == (age is None)
     assert not list(tmp_path.glob("out/.*"))  # no temporary files left behind
+
+
+def test_a_model_without_norms_gets_no_band_no_interval_and_no_grade(tmp_path):
+    images, heat, _ = inputs()
+    r = result(interval_months=None, interval_level=None, corrected_gap_months=None, grade=None, grade_rule=None)
+    _, pdf = render_subject_report(r, images, heat, None, tmp_path / "r.png", tmp_path / "r.pdf")
+    text = "\n".join(pdf_text(pdf.read_bytes()))
+    assert "no norms for this model" in text and "typical infants" not in text
+    assert "Not graded: the model has no norms" in text
+    with pytest.raises(ValueError, match="needs the norms"):
+        render_subject_report(result(interval_months=None), images, heat, None, tmp_path / "x.png", tmp_path / "x.pdf")
 
 
 def test_draws_without_heat_levels_or_contributions(tmp_path):

@@ -78,7 +78,8 @@ def test_bids_batch_reports_a_broken_infant_and_finishes_the_others(smoke_run, t
 
 def test_csv_batch_names_bad_rows(smoke_run, tiny_cohort, tmp_path):
     rows = [("ok", "sub-001", "sub-001", "3.5"), ("weeks", "sub-001", "sub-001", "40 weeks"),
-            ("missing", "sub-001", "sub-404", ""), ("other-head", "sub-001", "sub-003", "")]
+            ("missing", "sub-001", "sub-404", ""), ("other-head", "sub-001", "sub-003", ""),
+            ("../escape", "sub-001", "sub-001", "")]
     listing = tmp_path / "scans.csv"
     with open(listing, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -93,6 +94,7 @@ def test_csv_batch_names_bad_rows(smoke_run, tiny_cohort, tmp_path):
     assert "not a number of months" in got["weeks"]["error"]
     assert "sub-404_T2w.nii.gz: file not found" in got["missing"]["error"]
     assert "same head" in got["other-head"]["error"]
+    assert "names the output folder" in got["line-6"]["error"] and not (tmp_path / "escape").exists()
 
 
 def test_a_level_outside_the_field_of_view_is_named(tiny_cohort, tmp_path):

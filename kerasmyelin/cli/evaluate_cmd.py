@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from kerasmyelin.cli.experiment_args import add_experiment_arguments, experiment_from_args
+from kerasmyelin.cli.experiment_args import (
+    add_experiment_arguments,
+    experiment_from_args,
+)
 from kerasmyelin.errors import InputError
 
 NAME = "evaluate"
@@ -25,13 +28,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kerasmyelin.evaluation.report import format_summary, synthetic_truth, write_report
-    from kerasmyelin.training.experiment import fold_dir, gather_predictions, open_run, run_fold, stored_data_dir
-
     from pathlib import Path
 
-    from kerasmyelin.evaluation.report import METRICS_FILE, SCATTER_FILE
-    from kerasmyelin.training.experiment import CONFIG_FILE, PREDICTIONS_FILE
+    from kerasmyelin.evaluation.report import (
+        METRICS_FILE,
+        SCATTER_FILE,
+        format_summary,
+        synthetic_truth,
+        write_report,
+    )
+    from kerasmyelin.training.experiment import (
+        CONFIG_FILE,
+        PREDICTIONS_FILE,
+        fold_dir,
+        gather_predictions,
+        open_run,
+        run_fold,
+        stored_data_dir,
+    )
 
     if args.no_train and not (Path(args.out) / CONFIG_FILE).exists():
         raise InputError(f"not a run folder (no {CONFIG_FILE}); --no-train only gathers existing folds",

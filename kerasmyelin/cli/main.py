@@ -8,8 +8,16 @@ import os
 import sys
 
 from kerasmyelin import __version__
-from kerasmyelin.cli import (doctor_cmd, evaluate_cmd, predict_cmd, prepare_cmd, reproduce_cmd, synth_cmd,
-                             train_cmd, validate_cmd)
+from kerasmyelin.cli import (
+    doctor_cmd,
+    evaluate_cmd,
+    predict_cmd,
+    prepare_cmd,
+    reproduce_cmd,
+    synth_cmd,
+    train_cmd,
+    validate_cmd,
+)
 from kerasmyelin.errors import KerasMyelinError
 from kerasmyelin.runtime import import_tensorflow_quietly
 

@@ -3,7 +3,7 @@
 Synthetic cohort -> subject-level cross-validation of the simple model and of the ensemble ->
 Table 1 (r, RMSE, MAE beside the paper's numbers and the oracle floor) and Figure 4.
 The default trains each network for a fixed budget of ``QUICK_EPOCHS`` epochs so the whole job
-fits in about 25 minutes on 2 cores; ``--paper`` runs the paper's 1000 epochs.
+fits in about 30 minutes on 2 cores; ``--paper`` runs the paper's 1000 epochs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ HELP = ("The main job: build the synthetic cohort, cross-validate the paper's si
         "print Table 1 and draw Figure 4.")
 QUICK_EPOCHS = 100
 EXAMPLES = f"""examples:
-  kerasmyelin reproduce --out main            # ~25 min on 2 cores: {QUICK_EPOCHS} epochs per network
+  kerasmyelin reproduce --out main            # ~30 min on 2 cores: {QUICK_EPOCHS} epochs per network
   kerasmyelin reproduce --out main --paper    # the paper's protocol: 1000 epochs per network
   kerasmyelin reproduce --out tiny --subjects 24 --epochs 2 --set cv.folds=2   # a quick try
 Rerunning the same command reuses the cohort and every finished fold, and resumes a killed network.
@@ -45,19 +45,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
     from kerasmyelin.data.cache import CACHE_FILE
+    from kerasmyelin.errors import ConfigError
     from kerasmyelin.evaluation.plots import save_scatter
-    from kerasmyelin.evaluation.report import format_summary, synthetic_truth, table1, write_report
+    from kerasmyelin.evaluation.report import (
+        format_summary,
+        synthetic_truth,
+        table1,
+        write_report,
+    )
     from kerasmyelin.io.atomic import write_text_atomic
     from kerasmyelin.synth.cohort import CohortConfig
     from kerasmyelin.synth.dataset import build_cohort
     from kerasmyelin.training.config import load_experiment
     from kerasmyelin.training.experiment import gather_predictions, open_run, run_fold
-
-    import shlex
-    import sys
-
-    from kerasmyelin.errors import ConfigError
 
     start = time.monotonic()
     out = Path(args.out).expanduser().absolute()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from kerasmyelin.cli.experiment_args import add_experiment_arguments, experiment_from_args
+from kerasmyelin.cli.experiment_args import (
+    add_experiment_arguments,
+    experiment_from_args,
+)
 from kerasmyelin.errors import ConfigError
 
 NAME = "train"
@@ -41,11 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kerasmyelin.training.experiment import FULL, open_run, run_fold
-
     from pathlib import Path
 
-    from kerasmyelin.training.experiment import RUN_INFO
+    from kerasmyelin.training.experiment import FULL, RUN_INFO, open_run, run_fold
 
     # A run folder that already holds an experiment keeps it: --config / --data may be left out.
     config = experiment_from_args(args)

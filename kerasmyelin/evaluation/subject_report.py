@@ -41,9 +41,12 @@ def _check(result: dict, images: dict, heat: dict, normative: dict) -> None:
         raise ValueError(f"unknown grade {grade!r}; expected one of {GRADES} or None")
     if grade is not None and result.get("age_months") is None:
         raise ValueError(f"grade {grade!r} given without a corrected age (result['age_months'] is None)")
-    lo, hi = result["interval_months"]
-    if not lo <= result["estimate_months"] <= hi:
-        raise ValueError(f"the estimate {result['estimate_months']} lies outside its interval [{lo}, {hi}]")
+    if result["interval_months"] is not None:
+        lo, hi = result["interval_months"]
+        if not lo <= result["estimate_months"] <= hi:
+            raise ValueError(f"the estimate {result['estimate_months']} lies outside its interval [{lo}, {hi}]")
+    elif grade is not None:
+        raise ValueError("a grade needs the norms, but no interval (no norms) was given")
     absent = [n for n in INPUT_NAMES if n not in images]
     if absent:
         raise ValueError(f"images lack {absent}")
@@ -52,6 +55,8 @@ def _check(result: dict, images: dict, heat: dict, normative: dict) -> None:
             raise ValueError(f"heat map {n!r} is not one of the ten inputs")
         if np.shape(h) != np.shape(images[n]):
             raise ValueError(f"heat map {n!r} has shape {np.shape(h)}, its image {np.shape(images[n])}")
+    if normative is None:
+        return
     grid = np.asarray(normative.get("age_months", ()), dtype=float)
     if grid.ndim != 1 or grid.size < 2:
         raise ValueError("normative['age_months'] must be a 1-D grid of at least two ages")
@@ -122,18 +127,27 @@ def _slices(fig, result: dict, images: dict, heat: dict) -> None:
 def _chart(fig, result: dict, normative: dict) -> None:
     """Estimated myelination age against corrected age, over the normative band."""
     ax = fig.add_axes((0.09, 0.12, 0.44, 0.37))
-    grid = np.asarray(normative["age_months"], dtype=float)
-    ax.fill_between(grid, normative["lo"], normative["hi"], color="#90caf9", alpha=0.5, lw=0,
-                    label="typical infants")
-    ax.plot(grid, normative["expected"], color="#1565c0", lw=1.2, label="expected")
-    if normative.get("lo_marked") is not None:
-        ax.plot(grid, normative["lo_marked"], color=GRADE_COLOURS["marked delay"], lw=1, ls="--",
-                label="marked-delay threshold")
+    if normative is not None:
+        grid = np.asarray(normative["age_months"], dtype=float)
+        ax.fill_between(grid, normative["lo"], normative["hi"], color="#90caf9", alpha=0.5, lw=0,
+                        label="typical infants")
+        ax.plot(grid, normative["expected"], color="#1565c0", lw=1.2, label="expected")
+        if normative.get("lo_marked") is not None:
+            ax.plot(grid, normative["lo_marked"], color=GRADE_COLOURS["marked delay"], lw=1, ls="--",
+                    label="marked-delay threshold")
+    else:  # the identity line only: without norms there is no band of typical infants to draw
+        from kerasmyelin.inference.normative import CHART_RANGE_MONTHS
+
+        grid = np.array(CHART_RANGE_MONTHS[:2])
+        ax.plot(grid, grid, color="0.6", lw=1, ls=":", label="estimate = age (no norms for this model)")
     estimate = float(result["estimate_months"])
-    lo, hi = (float(v) for v in result["interval_months"])
-    level = float(result["interval_level"])
     colour = GRADE_COLOURS.get(result["grade"], "black")
-    label = f"{result['subject']} ({level:.0%} interval)"
+    if result["interval_months"] is not None:
+        lo, hi = (float(v) for v in result["interval_months"])
+        label = f"{result['subject']} ({float(result['interval_level']):.0%} interval)"
+    else:
+        lo = hi = estimate
+        label = f"{result['subject']} (no interval)"
     age = result.get("age_months")
     if age is not None:
         ax.errorbar([age], [estimate], yerr=[[estimate - lo], [hi - estimate]], fmt="o", color=colour,
@@ -141,7 +155,9 @@ def _chart(fig, result: dict, normative: dict) -> None:
     else:
         ax.axhspan(lo, hi, color="0.5", alpha=0.2, lw=0)
         ax.axhline(estimate, color="black", lw=1.2, label=f"{label}; corrected age not given")
-    ax.set_xlim(grid.min(), grid.max())
+    # Wide enough for the infant's own point when its corrected age lies beyond the norms' grid.
+    ax.set_xlim(min(grid.min(), age if age is not None else np.inf) - 0.5,
+                max(grid.max(), age if age is not None else -np.inf) + 0.5)
     ax.set_xlabel("corrected age (months)", fontsize=9)
     ax.set_ylabel("estimated myelination age (months)", fontsize=9)
     ax.tick_params(labelsize=8)
@@ -152,11 +168,14 @@ def _chart(fig, result: dict, normative: dict) -> None:
 def _summary(fig, result: dict) -> None:
     """The numbers and the grade, right of the chart."""
     x, y = 0.59, 0.49
-    level = float(result["interval_level"])
-    lo, hi = result["interval_months"]
+    if result["interval_months"] is not None:
+        lo, hi = result["interval_months"]
+        interval = (f"{float(result['interval_level']):.0%} interval", f"{lo:.1f} – {hi:.1f} months".replace("-", "−"))
+    else:
+        interval = ("Interval", "none: the model has no norms")
     rows = [
         ("Estimate", _months(result["estimate_months"])),
-        (f"{level:.0%} interval", f"{lo:.1f} – {hi:.1f} months".replace("-", "−")),
+        interval,
         ("Corrected age", _months(result.get("age_months")) if result.get("age_months") is not None
          else "not given"),
         ("Gap (estimate − age)", _months(result.get("gap_months"), signed=True)),
@@ -168,7 +187,8 @@ def _summary(fig, result: dict) -> None:
     y -= 0.025 * len(rows) + 0.012
     grade = result["grade"]
     if grade is None:
-        fig.text(x, y, "Not graded: no corrected age given", fontsize=10, va="top", color="0.4")
+        why = "no corrected age given" if result.get("age_months") is None else "the model has no norms"
+        fig.text(x, y, f"Not graded: {why}", fontsize=10, va="top", color="0.4")
     else:
         fig.text(x, y, grade.upper(), fontsize=13, va="top", weight="bold", color="white",
                  bbox={"boxstyle": "round,pad=0.35", "facecolor": GRADE_COLOURS[grade], "edgecolor": "none"})
@@ -203,8 +223,9 @@ def render_subject_report(result: dict, images: dict[str, np.ndarray], heat: dic
         result: JSON-friendly summary of the estimate:
             "subject" (str): the label the user chose, e.g. "sub-001"; the only identifier shown.
             "estimate_months" (float): estimated myelination age, months.
-            "interval_months" ([lo, hi]): its interval, months; must contain the estimate.
-            "interval_level" (float): the interval's coverage, e.g. 0.9.
+            "interval_months" ([lo, hi] or None): its interval, months; must contain the estimate.
+                None when the model has no norms (then "grade" must be None too).
+            "interval_level" (float or None): the interval's coverage, e.g. 0.9.
             "age_months" (float or None): corrected age, months; None when not given.
             "gap_months" (float or None): estimate - corrected age, months.
             "corrected_gap_months" (float or None): the gap after the caller's correction.
@@ -223,7 +244,8 @@ def render_subject_report(result: dict, images: dict[str, np.ndarray], heat: dic
             (anterior up, patient's right on the left).
         heat: input name -> (size, size) heat in [0, 1] overlaid on its slice (drawn where at
             least 0.1); None or {} for no overlay.
-        normative: the chart: "age_months" (G,) grid of corrected ages; "expected" (G,) expected
+        normative: the chart, or None for a model without norms (no band is drawn):
+            "age_months" (G,) grid of corrected ages; "expected" (G,) expected
             estimate at that age; "lo", "hi" (G,) the band of typical infants' estimates;
             "lo_marked" (G,), optional, the marked-delay threshold.
         png_path: where the PNG goes.

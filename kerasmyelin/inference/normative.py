@@ -54,23 +54,24 @@ corrected gaps of typical infants at that age: z = corrected gap / sd(age), with
 straight-line scale of |corrected gap| against age (as above) rescaled so that the typical
 infants' z have a root-mean-square of 1. In words, for a neuroradiologist:
 
-- **possible delay**: the estimated myelination age is at least 1.645 sd(age) months below
-  what typical infants of this corrected age get, i.e. lower than all but 5 % of them
-  (between their 5th and 1st percentiles);
-- **marked delay**: at least 2.326 sd(age) months below, lower than all but 1 %;
+- **possible delay**: the estimated myelination age is lower, for this corrected age, than
+  all but 5 % of the typical infants' (z at or below their empirical 5th percentile);
+- **marked delay**: lower than all but 1 % (z at or below their empirical 1st percentile);
 - **within norms**: otherwise, including infants *ahead* of norms (the tool flags delay only;
-  z and the percentile still say how far ahead).
+  z says how far ahead).
 
 ``NormativeModel.grade_rule()`` gives the months at 0, 12 and 24 months for a fitted run. The
-percentiles assume the corrected gaps are roughly Gaussian and are estimated from the
-out-of-fold estimates of ~119 typical infants: about one infant lies below the 1st percentile,
-so the 1st-percentile line is an extrapolation and both cut-offs are approximate. How often
-held-out typical infants are flagged is reported by ``cross_validate_normative`` (ideally 5 %
-and 1 %). Thresholds are parameters (``possible_z``, ``marked_z``).
+thresholds are the typical infants' own z quantiles, not Gaussian ones: their corrected gaps
+are right-skewed (a few young infants over-estimated by months), and the Gaussian -1.645 /
+-2.326 flagged only 1-3 % of them. With ~119 typical infants the 1st percentile rests on one or
+two infants, so the marked-delay cut-off is approximate. How often held-out typical infants are
+flagged is reported by ``cross_validate_normative`` (ideally 5 % and 1 %). The thresholds can be
+set by hand (``possible_z``, ``marked_z``). ``gap()``'s "percentile" is the Gaussian
+100 * Phi(z), a rough guide only.
 
 **Chart.** For corrected ages -2 to 25 months in 0.25-month steps: the expected estimate
-(age + a + b * age), the band of typical infants (expected +/- 1.645 sd(age)) and the
-marked-delay line (expected - 2.326 sd(age)).
+(age + a + b * age), the band of typical infants (expected + possible_z sd(age) to
+expected - possible_z sd(age)) and the marked-delay line (expected + marked_z sd(age)).
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ from kerasmyelin.errors import InputError
 from kerasmyelin.evaluation.metrics import DEFAULT_AGE_BINS
 
 DEFAULT_LEVEL = 0.90
-POSSIBLE_DELAY_Z = -1.645  # 5th percentile of a standard normal
-MARKED_DELAY_Z = -2.326  # 1st percentile
+POSSIBLE_DELAY_QUANTILE = 0.05  # share of typical infants graded "possible delay" or worse
+MARKED_DELAY_QUANTILE = 0.01  # ... and "marked delay"
+POSSIBLE_DELAY_Z = -1.645  # fallbacks and hand-built models: the standard normal's 5th percentile
+MARKED_DELAY_Z = -2.326  # ... and 1st
 MIN_INFANTS = 20
 FLOOR_FRACTION = 0.25  # scale floor: this share of the mean absolute deviation
 MIN_FLOOR_MONTHS = 0.01
@@ -296,13 +299,12 @@ class NormativeModel:
         def months(z):
             return "/".join(f"{-z * s:.1f}" for s in sd)
 
-        p5 = _ordinal(100 * stats.norm.cdf(self.possible_z))
-        p1 = _ordinal(100 * stats.norm.cdf(self.marked_z))
         return (f"possible delay: estimate at least {months(self.possible_z)} months (at corrected age "
-                f"0/12/24 months) below what typical infants of that corrected age get (below their "
-                f"{p5} percentile); marked delay: at least {months(self.marked_z)} months below "
-                f"(below the {p1}); otherwise, ahead of norms included, within norms "
-                f"(norms from {self.n} typical infants' out-of-fold estimates, Gaussian percentiles)")
+                f"0/12/24 months) below what typical infants of that corrected age get (z <= "
+                f"{self.possible_z:.2f}); marked delay: at least {months(self.marked_z)} months below "
+                f"(z <= {self.marked_z:.2f}); otherwise, ahead of norms included, within norms. Thresholds: "
+                f"the 5th and 1st percentiles of {self.n} typical infants' corrected gaps (out-of-fold "
+                f"estimates) unless set by hand")
 
     # -- storage -----------------------------------------------------------------------------
 
@@ -358,7 +360,7 @@ _SCALE_FIELDS = tuple(SmoothScale.__dataclass_fields__)
 
 
 def fit_normative(true_months, estimated_months, folds=None, level: float = DEFAULT_LEVEL, *,
-                  possible_z: float = POSSIBLE_DELAY_Z, marked_z: float = MARKED_DELAY_Z) -> NormativeModel:
+                  possible_z: float | None = None, marked_z: float | None = None) -> NormativeModel:
     """Fit the interval, the gap correction and the normative spread on typical infants.
 
     Args:
@@ -368,7 +370,11 @@ def fit_normative(true_months, estimated_months, folds=None, level: float = DEFA
             on the other folds.
         level: the interval's default coverage, in (0, 1).
         possible_z, marked_z: grade thresholds (z <= possible_z: possible delay; z <= marked_z:
-            marked delay), marked_z < possible_z < 0.
+            marked delay), marked_z < possible_z < 0. None (default): the empirical 5th and 1st
+            percentiles of the typical infants' z. The corrected gaps are right-skewed (skewness
+            1.6-1.9 on the main job's runs), so the Gaussian -1.645 / -2.326 flagged only 1-3% of
+            typical infants instead of 5% / 1%. If an empirical percentile is not below zero (or
+            they are not ordered), the Gaussian value is used.
 
     Raises:
         InputError: non-finite or mismatched inputs, or fewer than ``MIN_INFANTS`` infants.
@@ -376,7 +382,8 @@ def fit_normative(true_months, estimated_months, folds=None, level: float = DEFA
     """
     y, e, folds = _check_inputs(true_months, estimated_months, folds)
     _check_level(level)
-    _check_thresholds(possible_z, marked_z)
+    if possible_z is not None and marked_z is not None:
+        _check_thresholds(possible_z, marked_z)
     if y.size < MIN_INFANTS:
         raise InputError(f"a normative fit needs at least {MIN_INFANTS} typical infants, got {y.size}")
     r = e - y
@@ -392,6 +399,14 @@ def fit_normative(true_months, estimated_months, folds=None, level: float = DEFA
     corrected = r - (a + b * y)
     spread = fit_scale(y, corrected)
     factor = float(np.sqrt(np.mean((corrected / spread(y)) ** 2)))
+    z = corrected / (spread(y) * max(factor, 1e-6))
+    if possible_z is None:
+        possible_z = float(np.quantile(z, POSSIBLE_DELAY_QUANTILE))
+        possible_z = possible_z if possible_z < 0 else POSSIBLE_DELAY_Z
+    if marked_z is None:
+        marked_z = float(np.quantile(z, MARKED_DELAY_QUANTILE))
+        marked_z = marked_z if marked_z < possible_z else min(MARKED_DELAY_Z, possible_z - 0.1)
+    _check_thresholds(possible_z, marked_z)
     try:
         return NormativeModel(n=int(y.size), level=float(level), estimate_scale=scale,
                               scores=tuple(float(v) for v in np.sort(scores)), bias_intercept=float(a),
@@ -424,8 +439,8 @@ def cross_validate_normative(true_months, estimated_months, folds, level: float 
     labels = np.unique(folds)
     _check_level(level)
     lo, hi = np.empty_like(y), np.empty_like(y)
-    corrected, z = np.empty_like(y), np.empty_like(y)
-    possible_z = marked_z = None
+    corrected = np.empty_like(y)
+    grade = np.empty(y.shape, dtype=object)
     for k in labels:
         test = folds == k
         inner = folds[~test] if labels.size > 2 else None
@@ -435,8 +450,8 @@ def cross_validate_normative(true_months, estimated_months, folds, level: float 
             raise InputError(f"without fold {k}: {exc}") from None
         lo[test], hi[test] = model.interval(e[test])
         g = model.gap(e[test], y[test])
-        corrected[test], z[test] = g["corrected_gap_months"], g["z"]
-        possible_z, marked_z = model.possible_z, model.marked_z
+        # Each fold is graded with the thresholds fitted without it, as a new infant would be.
+        corrected[test], grade[test] = g["corrected_gap_months"], g["grade"]
     covered = (y >= lo) & (y <= hi)
     width = hi - lo
     edges = np.asarray(bins, dtype=np.float64)
@@ -454,8 +469,8 @@ def cross_validate_normative(true_months, estimated_months, folds, level: float 
             "coverage": float(covered.mean()), "mean_width_months": float(width.mean()), "bands": bands,
             "raw_gap_spearman_r": float(raw.statistic), "raw_gap_spearman_p": float(raw.pvalue),
             "corrected_gap_spearman_r": float(fixed.statistic), "corrected_gap_spearman_p": float(fixed.pvalue),
-            "flagged_possible_or_marked": float(np.mean(z <= possible_z)),
-            "flagged_marked": float(np.mean(z <= marked_z))}
+            "flagged_possible_or_marked": float(np.mean(grade != WITHIN)),
+            "flagged_marked": float(np.mean(grade == MARKED))}
 
 
 def normative_from_run(run: str | os.PathLike, level: float = DEFAULT_LEVEL) -> tuple[NormativeModel, dict]:
@@ -562,13 +577,6 @@ def _months(values, what: str) -> np.ndarray:
     if bad.size:
         raise InputError(f"{what} holds {bad.size} NaN or infinite value(s) (first at position {bad[0]})")
     return a
-
-
-def _ordinal(percent: float) -> str:
-    text = f"{percent:.2g}"
-    if text.endswith(("11", "12", "13")) or not text[-1] in "123":
-        return text + "th"
-    return text + {"1": "st", "2": "nd", "3": "rd"}[text[-1]]
 
 
 def _like(template, values):

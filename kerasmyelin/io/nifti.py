@@ -99,20 +99,22 @@ def _read_data(img, path: Path, shape, dtype) -> np.ndarray:
     """
     if _gzip is gzip or path.suffix != ".gz":
         return np.asarray(img.dataobj, dtype=dtype).reshape(shape)
-    raw = _gzip.decompress(path.read_bytes())
     offset = int(img.dataobj.offset)
-    header = img.header
-    stored = header.get_data_dtype()
+    stored = img.header.get_data_dtype()
     count = int(np.prod(shape, dtype=np.int64))
-    if len(raw) < offset + count * stored.itemsize:
-        raise EOFError(f"the data end after {len(raw)} bytes; the header needs {offset + count * stored.itemsize}")
+    needed = offset + count * stored.itemsize
+    # Inflate only what the header's (checked) size needs: trailing padding cannot balloon memory.
+    with _gzip.open(path, "rb") as fh:
+        raw = fh.read(needed)
+    if len(raw) < needed:
+        raise EOFError(f"the data end after {len(raw)} bytes; the header needs {needed}")
     arr = np.frombuffer(raw, dtype=stored, count=count, offset=offset).reshape(shape, order="F")
     # nibabel moves the header's scl_slope/scl_inter onto the array proxy when loading.
     slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
     out = arr.astype(dtype)
-    if slope is not None and slope != 1.0:
+    if slope != 1.0:
         out *= slope
-    if inter is not None and inter != 0.0:
+    if inter != 0.0:
         out += inter
     return out
 

@@ -11,9 +11,8 @@ scaling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
@@ -22,7 +21,11 @@ from scipy import ndimage
 from kerasmyelin.levels import LEVELS
 from kerasmyelin.synth.cohort import SubjectSpec
 from kerasmyelin.synth.maturation import grey_matter_times, white_matter_times
-from kerasmyelin.synth.relaxation import CONSTANT_TISSUES, SCALP_FAT_FRACTION, tissue_parameters
+from kerasmyelin.synth.relaxation import (
+    CONSTANT_TISSUES,
+    SCALP_FAT_FRACTION,
+    tissue_parameters,
+)
 from kerasmyelin.synth.sequences import SCANNERS, Scanner
 from kerasmyelin.synth.tissue_model import TissueModel, tissue_model
 

@@ -17,7 +17,12 @@ import numpy as np
 from kerasmyelin.data.cache import TenSliceSet
 from kerasmyelin.data.pipeline import make_dataset, steps_per_epoch
 from kerasmyelin.errors import TrainingError
-from kerasmyelin.training.callbacks import BACKUP_DIR, BEST_FILE, make_callbacks, save_keras_atomic
+from kerasmyelin.training.callbacks import (
+    BACKUP_DIR,
+    BEST_FILE,
+    make_callbacks,
+    save_keras_atomic,
+)
 
 FINAL_FILE = "final.keras"
 log = logging.getLogger(__name__)

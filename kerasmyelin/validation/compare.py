@@ -84,8 +84,14 @@ class Comparison:
 
 def compare_with_templates(root: str | os.PathLike, field_strength: float = 3.0) -> Comparison:
     """Measure templates and typical synthetic infants of the same ages (3 T, like the templates)."""
-    from kerasmyelin.validation.synthetic_ratios import instrument_ratios, typical_infant
-    from kerasmyelin.validation.template_ratios import TEMPLATE_MONTHS, template_ratio_table
+    from kerasmyelin.validation.synthetic_ratios import (
+        instrument_ratios,
+        typical_infant,
+    )
+    from kerasmyelin.validation.template_ratios import (
+        TEMPLATE_MONTHS,
+        template_ratio_table,
+    )
 
     table = template_ratio_table(root)
     template = {(c, k, m): float(table[(m, c)][k]) for (m, c) in table for k in LEVEL_KEYS}

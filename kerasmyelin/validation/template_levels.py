@@ -96,7 +96,8 @@ def draw_annotation_sheet(folder: str | Path, months: int, out: str | Path, cont
 
 
 def finder_errors(folder: str | Path, contrast: str = "T1w") -> dict[int, dict[str, float | None]]:
-    """months -> level -> found z minus annotated z (mm); None where the level is not annotated."""
+    """months -> level -> found z minus annotated z (mm), None where the level is not annotated;
+    and "dice" -> the alignment's outline overlap."""
     from kerasmyelin.data.prepare import to_canonical
     from kerasmyelin.io.nifti import load_volume
     from kerasmyelin.wholebrain.level_finder import find_levels
@@ -107,6 +108,7 @@ def finder_errors(folder: str | Path, contrast: str = "T1w") -> dict[int, dict[s
         fit = find_levels(data, affine)
         out[months] = {k: None if z is None else round(fit.z_mm[k] - z, 1)
                        for k, z in ANNOTATED_Z_MM[months].items()}
+        out[months]["dice"] = round(float(fit.dice), 3)
     return out
 
 

@@ -98,7 +98,13 @@ def _prepared_in_order(jobs: list[Job], workers: int, skull_stripped, prep):
         while pending:
             job, future = pending.popleft()
             submit_next()
-            yield (job, None, job.error) if future is None else (job, *future.result())
+            if future is None:
+                yield job, None, job.error
+                continue
+            try:
+                yield (job, *future.result())
+            except Exception as exc:  # a worker died (killed, out of memory): this job fails, not the batch
+                yield job, None, f"the preparing process failed ({type(exc).__name__}: {exc})"
 
 
 def run_batch(jobs: list[Job], estimator, out: str | os.PathLike, *, reports: bool = False,
@@ -152,12 +158,14 @@ def run_batch(jobs: list[Job], estimator, out: str | os.PathLike, *, reports: bo
 
     chunk = []
     prepared = _prepared_in_order(jobs, workers, skull_stripped, estimator.prep_config)
-    for item in tqdm(prepared, total=len(jobs), desc="predict", unit="infant", disable=not progress):
-        chunk.append(item)
-        if len(chunk) >= CHUNK:
+    try:
+        for item in tqdm(prepared, total=len(jobs), desc="predict", unit="infant", disable=not progress):
+            chunk.append(item)
+            if len(chunk) >= CHUNK:
+                finish(chunk)
+                chunk = []
+        if chunk:
             finish(chunk)
-            chunk = []
-    if chunk:
-        finish(chunk)
-    write_rows(out / PREDICTIONS_CSV, rows)
+    finally:  # an interrupted batch still leaves every finished infant in the table
+        write_rows(out / PREDICTIONS_CSV, rows)
     return rows

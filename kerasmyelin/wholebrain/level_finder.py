@@ -35,6 +35,7 @@ import numpy as np
 
 from kerasmyelin.errors import InputError
 from kerasmyelin.levels import LEVEL_KEYS, LEVELS
+from kerasmyelin.synth.simulate import rotation_matrix
 from kerasmyelin.validation.mni_alignment import coordinate_search
 
 REFERENCES = ("head", "cerebrum")
@@ -199,21 +200,60 @@ def subject_outline(volume: np.ndarray, affine: np.ndarray, skull_stripped: bool
     return Outline(world, sub.reshape(-1), sub.shape, vox_mm * np.array(strides), bool(skull_stripped), strides)
 
 
-def _rotation(angles_deg: np.ndarray) -> np.ndarray:
-    a, b, c = np.deg2rad(angles_deg)
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def _matrix(params: np.ndarray, g: np.ndarray) -> np.ndarray:
     """params = (3 scales, 3 angles in degrees, 3 translations q) -> 4x4 world -> MNI."""
-    lin = np.diag(params[:3]) @ _rotation(params[3:6])
+    # The simulator's pose convention (x, then y, then z), so fitted angles read like drawn ones.
+    lin = np.diag(params[:3]) @ rotation_matrix(*params[3:6])
     out = np.eye(4)
     out[:3, :3] = lin
     out[:3, 3] = params[6:] - lin @ g
     return out
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """A reference mask ready for the search: padded, flat, with its moments (built once)."""
+
+    flat: np.ndarray
+    limit: np.ndarray
+    strides: np.ndarray
+    rdiag: np.ndarray
+    roff: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+
+
+_LOOKUPS: dict[str, _Lookup] = {}
+
+
+def _lookup(kind: str) -> _Lookup:
+    if kind not in _LOOKUPS:
+        ref, raff = reference_mask(kind)
+        rdiag, roff = np.diag(raff)[:3], raff[:3, 3]
+        pts = np.argwhere(ref[::2, ::2, ::2]).astype(np.float64) * 2 * rdiag + roff
+        # Padded with a False border so points mapped outside land on it.
+        padded = np.pad(ref, 1)
+        _LOOKUPS[kind] = _Lookup(padded.ravel(), np.array(padded.shape, np.int32) - 1,
+                                 np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1], np.int32),
+                                 rdiag, roff, pts.mean(axis=0), pts.var(axis=0))
+    return _LOOKUPS[kind]
+
+
+def _dice_function(ref: _Lookup, centred: np.ndarray, a: np.ndarray, deep: int):
+    """Dice of the points ``centred`` (inside flags ``a``) plus ``deep`` points counted as overlapping."""
+    n_a = int(a.sum()) + deep
+
+    def dice(p: np.ndarray) -> float:
+        m = _matrix(p, np.zeros(3))
+        # Reference voxel (+1 for the padding) of every point, rounded as floor(x + 0.5).
+        lin = (m[:3, :3] / ref.rdiag[:, None]).T.astype(np.float32)
+        off = ((m[:3, 3] - ref.roff) / ref.rdiag + 1.5).astype(np.float32)
+        idx = np.floor(centred @ lin + off).astype(np.int32)
+        np.clip(idx, 0, ref.limit, out=idx)
+        b = ref.flat[idx @ ref.strides]
+        return 2.0 * (np.count_nonzero(b & a) + deep) / max(n_a + np.count_nonzero(b) + deep, 1)
+
+    return dice
 
 
 def align(points: np.ndarray, inside: np.ndarray, distance: np.ndarray, kind: str,
@@ -222,50 +262,31 @@ def align(points: np.ndarray, inside: np.ndarray, distance: np.ndarray, kind: st
 
     Each search step only moves the outline by millimetres, so the overlap is counted in a
     band around the subject's boundary (``band_mm``, re-centred at every stage); points deeper
-    inside count as overlapping and points farther out as outside, whatever the step.
+    inside count as overlapping and points farther out as outside, whatever the step. The Dice
+    returned is recomputed exactly, on every point, at the final transform.
 
     Returns:
         (4x4 subject world -> MNI, final Dice, parameters: scales, angles in degrees, q).
     """
-    ref, raff = reference_mask(kind)
-    rdiag, roff = np.diag(raff)[:3], raff[:3, 3]
-    ref_pts = np.argwhere(ref[::2, ::2, ::2]).astype(np.float64) * 2 * rdiag + roff
+    ref = _lookup(kind)
     subj = points[inside]
     g = subj.mean(axis=0)
-    scale = np.sqrt(ref_pts.var(axis=0) / np.maximum(subj.var(axis=0), 1e-9))
-    params = np.array([*scale, 0.0, 0.0, 0.0, *ref_pts.mean(axis=0)])
-    # Reference padded with a False border so points mapped outside land on it.
-    padded = np.pad(ref, 1)
-    limit = np.array(padded.shape, np.int32) - 1
-    flat = padded.ravel()
-    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1], np.int32)
+    scale = np.sqrt(ref.var / np.maximum(subj.var(axis=0), 1e-9))
+    params = np.array([*scale, 0.0, 0.0, 0.0, *ref.mean])
     centred_all = (points - g).astype(np.float32)
-    best = 0.0
     free = list(range(9)) if config.rotate else [0, 1, 2, 6, 7, 8]
-    # Coarse steps see every 4th point, the last every 2nd (regular subsamples): on 40 synthetic
-    # infants the levels matched a full-density search with a fourth 0.5 mm / 0.5 degree stage
-    # (100% within one slice either way, 80.0% vs 80.8% exact) at 2/3 of the time.
+    # Coarse stages see every 4th point and the last every 2nd (regular subsamples); a fourth,
+    # finer stage at full density changed no level by a slice on the synthetic cohort
+    # (benchmarks/bench_level_finder.py before and after) and cost a third more time.
     stages = ((0.04, 4.0, 4.0, 4, 40.0), (0.02, 2.0, 2.0, 4, 20.0), (0.01, 1.0, 1.0, 2, 10.0))
     for rel, deg, mm, stride, band_mm in stages:
         near = distance <= band_mm
-        centred, a = centred_all[near][::stride], inside[near][::stride]
-        deep = int(np.count_nonzero(inside & ~near)) // stride
-        n_a = int(a.sum()) + deep
-
-        def dice(p: np.ndarray) -> float:
-            m = _matrix(p, np.zeros(3))
-            # Reference voxel (+1 for the padding) of every point, rounded as floor(x + 0.5).
-            lin = (m[:3, :3] / rdiag[:, None]).T.astype(np.float32)
-            off = ((m[:3, 3] - roff) / rdiag + 1.5).astype(np.float32)
-            idx = np.floor(centred @ lin + off).astype(np.int32)
-            np.clip(idx, 0, limit, out=idx)
-            b = flat[idx @ strides]
-            return 2.0 * (np.count_nonzero(b & a) + deep) / max(n_a + np.count_nonzero(b) + deep, 1)
-
-        best = dice(params)
+        dice = _dice_function(ref, centred_all[near][::stride], inside[near][::stride],
+                              int(np.count_nonzero(inside & ~near)) // stride)
         steps = np.array([rel * params[0], rel * params[1], rel * params[2], deg, deg, deg, mm, mm, mm])
-        params, best = coordinate_search(dice, params, best, steps, free, SWEEPS)
-    return _matrix(params, g), best, params
+        params, _ = coordinate_search(dice, params, dice(params), steps, free, SWEEPS)
+    exact = _dice_function(ref, centred_all, inside, 0)(params)
+    return _matrix(params, g), exact, params
 
 
 def find_levels(volume: np.ndarray, affine: np.ndarray, *, skull_stripped: bool | None = None,

@@ -13,12 +13,16 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from kerasmyelin.errors import InputError
+from kerasmyelin.io.tables import read_tsv
 
 AGE_RANGE_MONTHS = (-3.0, 60.0)
+# A label names the infant's output folder: no path separators, no leading dot.
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass
@@ -78,7 +82,7 @@ def jobs_from_bids(root: str | os.PathLike) -> list[Job]:
     ages: dict[str, str] = {}
     participants = root / "participants.tsv"
     if participants.is_file():
-        for row in _read_table(participants, "\t"):
+        for row in read_tsv(participants, ("participant_id",)):  # refuses duplicate ids, ragged rows
             if "age_months" in row and row.get("participant_id"):
                 ages[row["participant_id"]] = row["age_months"]
     jobs = []
@@ -87,7 +91,7 @@ def jobs_from_bids(root: str | os.PathLike) -> list[Job]:
         session_ages = {}
         table = sub / f"{sub.name}_sessions.tsv"
         if sessions and table.is_file():
-            session_ages = {r.get("session_id", ""): r.get("age_months") for r in _read_table(table, "\t")}
+            session_ages = {r["session_id"]: r.get("age_months") for r in read_tsv(table, ("session_id",))}
         for folder, label in ([(s, f"{sub.name}_{s.name}") for s in sessions] or [(sub, sub.name)]):
             anat = folder / "anat"
             job = Job(label, _anat(anat, label, "T1w"), _anat(anat, label, "T2w"))
@@ -95,10 +99,11 @@ def jobs_from_bids(root: str | os.PathLike) -> list[Job]:
             if missing:
                 job.error = f"{anat}: no {' or '.join(f'{label}_{c}.nii[.gz]' for c in missing)}"
             age_text = session_ages.get(folder.name) if folder is not sub else None
+            where = f"{table} {folder.name}"
             if age_text is None:
-                age_text = ages.get(sub.name)
+                age_text, where = ages.get(sub.name), f"{participants} {sub.name}"
             try:
-                job.age_months = parse_age(age_text, f"{participants.name} {label}")
+                job.age_months = parse_age(age_text, where)
             except InputError as exc:
                 job.error = job.error or str(exc)
             jobs.append(job)
@@ -125,6 +130,10 @@ def jobs_from_csv(path: str | os.PathLike) -> list[Job]:
         job = Job(label, None, None)
         if not label:
             job.subject, job.error = f"line-{line}", f"{path}: line {line} has no subject label"
+        elif not LABEL.match(label):
+            job.subject = f"line-{line}"
+            job.error = (f"{path}: line {line}: subject label {label!r} may hold only letters, digits, '.', '_' "
+                         "and '-' (it names the output folder)")
         elif label in seen:
             job.error = f"{path}: line {line}: subject {label!r} appears twice"
         seen.add(label)

@@ -28,6 +28,7 @@ from kerasmyelin.wholebrain.level_finder import (
     find_levels,
     looks_skull_stripped,
 )
+from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS
 from kerasmyelin.wholebrain.volumes import SLAB_MM, ScanPair, make_pair, slab_stack
 
 # A level's slice with less head than this share of the widest slice's is reported: the scan
@@ -37,8 +38,9 @@ RESULT_FILE = "result.json"
 REPORT_PNG = "report.png"
 REPORT_PDF = "report.pdf"
 SLICES_FILE = "slices.npz"
-# Integrated-gradients steps: 16 keeps the saliency of a 4-fold ensemble (8 networks) near 1 s on 2
-# cores; the quadrature error is written to result.json (completeness_error_months).
+# Integrated-gradients steps: 16 keeps the saliency of a 4-fold ensemble (8 networks) at ~2.3 s on 2
+# cores (benchmarks/bench_wholebrain.py); the quadrature error goes to result.json
+# (completeness_error_months).
 IG_STEPS = 16
 TRAINED_RANGE_MONTHS = (-2.0, 24.0)
 EXTREME_Z = 4.0
@@ -102,7 +104,7 @@ def prepare_pair(pair: ScanPair, *, skull_stripped: bool | None = None, finder: 
     seconds = {}
     t = time.perf_counter()
     if skull_stripped is None:
-        skull_stripped = looks_skull_stripped(pair.t1)
+        skull_stripped = pair.skull_stripped if pair.skull_stripped is not None else looks_skull_stripped(pair.t1)
     src = pair.sources.get("T1w")
     fit = find_levels(pair.t1, pair.affine, skull_stripped=skull_stripped, config=finder, source=src,
                       outline=pair.t1_outline)
@@ -111,7 +113,7 @@ def prepare_pair(pair: ScanPair, *, skull_stripped: bool | None = None, finder: 
     volumes = {"T1w": pair.t1, "T2w": pair.t2}
     affine = pair.affine
     if pair.is_3d:
-        stacks = {c: slab_stack(v, pair.affine, fit.z_mm["c"]) for c, v in volumes.items()}
+        stacks = {c: slab_stack(v, pair.affine, fit.landmarks_mm["c"]) for c, v in volumes.items()}
         volumes = {c: s[0] for c, s in stacks.items()}
         affine = stacks["T1w"][1]
     slices = _level_slices(fit, affine, volumes["T1w"].shape[2], src)
@@ -155,9 +157,9 @@ def prepare_scan(t1_path: str | os.PathLike, t2_path: str | os.PathLike, *, skul
 
     t = time.perf_counter()
     sources = {"T1w": str(t1_path), "T2w": str(t2_path)}
-    pair = make_pair(load_volume(t1_path), load_volume(t2_path), sources)
+    pair = make_pair(load_volume(t1_path), load_volume(t2_path), sources, skull_stripped=skull_stripped)
     loaded = time.perf_counter() - t
-    scan = prepare_pair(pair, skull_stripped=skull_stripped, finder=finder, prep=prep)
+    scan = prepare_pair(pair, skull_stripped=pair.skull_stripped, finder=finder, prep=prep)
     scan.seconds = {"load": loaded, **scan.seconds}
     return scan
 
@@ -298,6 +300,11 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
     if scan.images[INPUT_NAMES[0]].shape[0] != estimator.image_size:
         raise InputError(f"the model takes {estimator.image_size}x{estimator.image_size} images; prepare "
                          f"with image_size={estimator.image_size}")
+    if saliency not in (None, "integrated_gradients"):
+        raise ValueError(f"saliency must be None or 'integrated_gradients', got {saliency!r}")
+    if age_months is not None and not AGE_RANGE_MONTHS[0] <= float(age_months) <= AGE_RANGE_MONTHS[1]:
+        raise InputError(f"corrected age {age_months} months is outside {AGE_RANGE_MONTHS[0]:g} to "
+                         f"{AGE_RANGE_MONTHS[1]:g} months: wrong units (weeks? days?)")
     t = time.perf_counter()
     attribution = None
     if saliency == "integrated_gradients":
@@ -308,9 +315,6 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
     elif estimate is None:
         estimate = estimator.predict(scan.images)
     estimate = float(estimate)
-    if age_months is not None and not -3.0 <= float(age_months) <= 60.0:
-        raise InputError(f"corrected age {age_months} months is outside -3 to 60 months: wrong units (weeks? "
-                         "days?)")
     result = {"subject": subject, "estimate_months": round(estimate, 3), "age_months": age_months,
               "interval_months": None, "interval_level": None, "gap_months": None,
               "corrected_gap_months": None, "z": None, "grade": None, "grade_rule": None,
@@ -324,12 +328,14 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
         if age_months is not None:
             g = norm.gap(estimate, float(age_months))
             result.update(gap_months=round(g["gap_months"], 3), corrected_gap_months=round(g["corrected_gap_months"], 3),
-                          z=round(g["z"], 3), grade=g["grade"], percentile=round(g["percentile"], 1),
-                          extrapolated=g["extrapolated"])
+                          z=round(g["z"], 3), grade=g["grade"], extrapolated=g["extrapolated"])
     elif age_months is not None:
         result["gap_months"] = round(estimate - float(age_months), 3)
     # Out-of-range or extreme estimates usually mean the scan is unlike the training infants.
     warnings = list(scan.qc["warnings"])
+    if estimator.training_prep is None:
+        warnings.append("the model's training cache (and so its preparation settings) was not found: the "
+                        "paper's defaults were used; if it was trained with other settings, estimates are off")
     if not TRAINED_RANGE_MONTHS[0] <= estimate <= TRAINED_RANGE_MONTHS[1]:
         warnings.append(f"the estimate ({estimate:.1f} months) lies outside the ages the model was trained on "
                         f"({TRAINED_RANGE_MONTHS[0]:g} to {TRAINED_RANGE_MONTHS[1]:g} months): treat it as unreliable")
@@ -372,22 +378,13 @@ def write_subject_outputs(out: str | os.PathLike, result: dict, scan: PreparedSc
     if report:
         from kerasmyelin.evaluation.subject_report import render_subject_report
 
-        shown = dict(result)
-        if shown.get("interval_months") is None:
-            e = shown["estimate_months"]
-            shown.update(interval_months=[e, e], interval_level=0.0)
-        chart = estimator.normative.chart() if estimator.normative is not None else _no_chart()
-        written.extend(render_subject_report(shown, scan.images, attribution.heat if attribution else None,
+        chart = estimator.normative.chart() if estimator.normative is not None else None
+        written.extend(render_subject_report(result, scan.images, attribution.heat if attribution else None,
                                              chart, out / REPORT_PNG, out / REPORT_PDF))
     scan.seconds["report"] = time.perf_counter() - t
     result = dict(result, seconds={k: round(v, 3) for k, v in scan.seconds.items()})
     written.insert(0, write_bytes_atomic(out / RESULT_FILE, (json.dumps(result, indent=2) + "\n").encode()))
     return written
-
-
-def _no_chart() -> dict:
-    ages = np.arange(-2.0, 25.25, 0.25)
-    return {"age_months": ages, "expected": ages, "lo": ages, "hi": ages}
 
 
 __all__ = [

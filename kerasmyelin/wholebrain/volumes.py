@@ -37,6 +37,7 @@ class ScanPair:
         t2_resampled: True when the T2w was interpolated onto the T1w's grid.
         same_head: the measures of :func:`check_same_head`, when run.
         t1_outline: the T1w's ``level_finder.Outline`` made by that check, for reuse.
+        skull_stripped: whether the pair is treated as skull-stripped (decided once, in make_pair).
     """
 
     t1: np.ndarray
@@ -46,6 +47,7 @@ class ScanPair:
     t2_resampled: bool = False
     same_head: dict[str, float] | None = None
     t1_outline: object = None
+    skull_stripped: bool | None = None
 
     @property
     def voxel_mm(self) -> np.ndarray:
@@ -94,17 +96,18 @@ def normalised_mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 32) 
 def check_same_head(pair: ScanPair, skull_stripped: bool | None = None) -> dict[str, float]:
     """Refuse a T1w and T2w that do not show the same head in the same place.
 
-    Two measures, sampled every ~4 mm (the level finder's grid), calibrated on the synthetic cohort (20 infants, each T1w
-    against its own T2w and against the next infant's) and the five real templates:
+    Two measures, sampled on the level finder's ~4 mm grid, calibrated with
+    ``experiments/calibrate_same_head.py`` on the synthetic cohort (20 infants, each T1w against
+    its own T2w and against the next infant's) and the five real templates:
 
     * the Dice overlap of the two outlines (head masks, or non-zero voxels when skull-stripped):
-      0.74-0.95 for the same infant, 0.92-1.00 for a template's own pair, 0.45-0.92 for
+      0.75-0.95 for the same infant, 0.91-1.00 for a template's own pair, 0.45-0.91 for
       different infants and 0.33-0.34 for templates of different ages. It only catches gross
       mismatches: refused below :data:`SAME_HEAD_MIN_DICE`.
     * for whole-head scans, the normalised mutual information of the intensities inside the
       outlines: 0.13-0.23 for the same infant, 0.03-0.08 for different infants (two heads'
       anatomy does not line up voxel for voxel). Refused below :data:`SAME_HEAD_MIN_NMI`. Not
-      used for skull-stripped images, whose newborn template pair is itself 0.08.
+      used for skull-stripped images, whose own template pairs score 0.02-0.11.
 
     Returns:
         {"dice": ..., "nmi": ...} of the pair.
@@ -115,7 +118,7 @@ def check_same_head(pair: ScanPair, skull_stripped: bool | None = None) -> dict[
     )
 
     if skull_stripped is None:
-        skull_stripped = looks_skull_stripped(pair.t1) and looks_skull_stripped(pair.t2)
+        skull_stripped = pair.skull_stripped if pair.skull_stripped is not None else looks_skull_stripped(pair.t1)
     first = subject_outline(pair.t1, pair.affine, skull_stripped, source=pair.sources.get("T1w"))
     second = subject_outline(pair.t2, pair.affine, skull_stripped, source=pair.sources.get("T2w"))
     pair.t1_outline = first  # the level finder reuses it
@@ -138,13 +141,16 @@ def check_same_head(pair: ScanPair, skull_stripped: bool | None = None) -> dict[
 
 
 def make_pair(t1: tuple[np.ndarray, np.ndarray], t2: tuple[np.ndarray, np.ndarray],
-              sources: dict[str, str] | None = None, check: bool = True) -> ScanPair:
+              sources: dict[str, str] | None = None, check: bool = True,
+              skull_stripped: bool | None = None) -> ScanPair:
     """Reorient both volumes to RAS and bring the T2w onto the T1w's grid.
 
     Args:
         t1, t2: (data, affine) of each contrast, any orientation.
         sources: contrast -> file name, for messages.
         check: run :func:`check_same_head` (its measures land in ``pair.same_head``).
+        skull_stripped: the user's answer, or None to decide from the T1w's background; the
+            decision is kept in ``pair.skull_stripped`` so every later step uses the same one.
     """
     sources = dict(sources or {})
     d1, a1 = to_canonical(np.asarray(t1[0], np.float32), t1[1])
@@ -164,14 +170,20 @@ def make_pair(t1: tuple[np.ndarray, np.ndarray], t2: tuple[np.ndarray, np.ndarra
     # Views, not copies: every later step reads strided samples or single slices.
     pair = ScanPair(d1, d2, np.asarray(a1, np.float64), sources,
                     resampled)
+    if skull_stripped is None:
+        from kerasmyelin.wholebrain.level_finder import looks_skull_stripped
+
+        skull_stripped = looks_skull_stripped(pair.t1)
+    pair.skull_stripped = bool(skull_stripped)
     if check:
         pair.same_head = check_same_head(pair)
     return pair
 
 
-def slab_stack(volume: np.ndarray, affine: np.ndarray, centre_z_mm: float, thickness_mm: float = SLAB_MM
+def slab_stack(volume: np.ndarray, affine: np.ndarray, centre_mm, thickness_mm: float = SLAB_MM
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Average a thin-slice RAS volume into contiguous axial slabs, one centred on ``centre_z_mm``.
+    """Average a thin-slice RAS volume into contiguous axial slabs, one centred on the world point
+    ``centre_mm`` (x, y, z; on a tilted grid the slab holding that point, not just that z).
 
     Each slab is the mean of the slices it covers, end slices weighted by the part inside (a
     box profile, as a 2-D acquisition's ideal slice profile).
@@ -183,8 +195,8 @@ def slab_stack(volume: np.ndarray, affine: np.ndarray, centre_z_mm: float, thick
     z_axis = np.asarray(affine)[:3, 2] / dz
     origin = np.asarray(affine)[:3, 3]
     n = volume.shape[2]
-    # Slab centres in voxel units along axis 2, every thickness_mm, one on centre_z_mm.
-    centre_vox = (centre_z_mm - origin[2]) / np.asarray(affine)[2, 2]
+    # Slab centres in voxel units along axis 2, every thickness_mm, one on the centre point.
+    centre_vox = float((np.linalg.inv(np.asarray(affine, np.float64)) @ np.array([*centre_mm, 1.0]))[2])
     step = thickness_mm / dz
     first = centre_vox - np.floor(centre_vox / step) * step
     centres = np.arange(first, n - 1e-6, step)
