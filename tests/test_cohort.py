@@ -1,7 +1,9 @@
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
-from kerasmyelin.synth.cohort import WEEKS_PER_MONTH, CohortConfig, draw_cohort
+from kerasmyelin.synth.cohort import VARIED, WEEKS_PER_MONTH, CohortConfig, draw_cohort
 from kerasmyelin.synth.oracle import oracle_floor
 
 
@@ -49,7 +51,33 @@ def test_maturation_spread_grows_with_age():
 @pytest.mark.parametrize("kwargs,match", [
     ({"subjects": 0}, "positive"), ({"subjects": -3}, "positive"), ({"subjects": 2.5}, "positive"),
     ({"field_strengths": (3.0, 7.0)}, "unknown field strength"), ({"age_range_months": (5, 1)}, "increasing"),
+    ({"research_fraction": 1.5}, "between 0 and 1"), ({"skull_stripped_fraction": -0.1}, "between 0 and 1"),
+    ({"timing_jitter": 2.0}, "timing_jitter"),
 ])
 def test_bad_config_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CohortConfig(**kwargs)
+
+
+def test_protocol_variety_leaves_the_paper_draws_alone():
+    paper = draw_cohort(CohortConfig(subjects=40))
+    varied = draw_cohort(CohortConfig(subjects=40, **VARIED))
+    variety = ("protocol", "t1w_timing", "t2w_timing", "skull_stripped", "smoothing_fwhm_mm")
+    for a, b in zip(paper, varied):
+        assert {k: v for k, v in asdict(a).items() if k not in variety} == \
+            {k: v for k, v in asdict(b).items() if k not in variety}
+    assert {s.protocol for s in paper} == {"clinical"} and not any(s.skull_stripped for s in paper)
+
+
+def test_protocol_variety_follows_its_shares():
+    c = draw_cohort(CohortConfig(subjects=400, research_fraction=0.5, timing_jitter=0.1,
+                                 skull_stripped_fraction=0.3, smoothed_fraction=0.2))
+    assert 0.42 < np.mean([s.protocol == "research3d" for s in c]) < 0.58
+    assert 0.23 < np.mean([s.skull_stripped for s in c]) < 0.37
+    fwhm = np.array([s.smoothing_fwhm_mm for s in c])
+    assert 0.14 < np.mean(fwhm > 0) < 0.26 and fwhm.max() <= 3.0
+    tr = np.log([s.t1w_timing[0] for s in c])
+    assert 0.08 < tr.std() < 0.12
+    research = [s for s in c if s.protocol == "research3d"]
+    assert {s.scanner.t1w.kind for s in research} == {"mprage"}
+    assert {s.scanner.acquisition for s in research} == {"3D"}

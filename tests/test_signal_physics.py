@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kerasmyelin.synth.relaxation import check_field_strength, tissue_parameters
-from kerasmyelin.synth.sequences import PHILIPS_ACHIEVA_3T, SIEMENS_AVANTO_15T, Sequence
+from kerasmyelin.synth.sequences import PHILIPS_ACHIEVA_3T, PROTOCOLS, SIEMENS_AVANTO_15T, Sequence, scanner_for
 
 
 @pytest.mark.parametrize("seq,t1,t2,pd,expected", [
@@ -19,12 +19,20 @@ from kerasmyelin.synth.sequences import PHILIPS_ACHIEVA_3T, SIEMENS_AVANTO_15T, 
     # spin echo with 90 degree excitation: PD (1 - 2 e^-(TR-TE/2)/T1 + e^-TR/T1) e^-TE/T2
     (Sequence("spin_echo", "se", tr=530, te=11, flip_angle=90), 900.0, 100.0, 0.8,
      0.8 * (1 - 2 * math.exp(-524.5 / 900) + math.exp(-530 / 900)) * math.exp(-0.11)),
+    # MPRAGE: PD sin(a) |1 - 2 e^-TI/T1 + e^-TR/T1| e^-TE/T2
+    (Sequence("mprage", "mprage", tr=2400, te=2.2, ti=1600, flip_angle=8), 1300.0, 90.0, 0.8,
+     0.8 * math.sin(math.radians(8)) * abs(1 - 2 * math.exp(-1600 / 1300) + math.exp(-2400 / 1300))
+     * math.exp(-2.2 / 90)),
+    # spoiled gradient echo: PD sin(a) (1 - E1) / (1 - cos(a) E1) e^-TE/T2
+    (Sequence("spoiled_gradient_echo", "spgr", tr=20, te=4, flip_angle=25), 1000.0, 60.0, 0.9,
+     0.9 * math.sin(math.radians(25)) * (1 - math.exp(-0.02)) / (1 - math.cos(math.radians(25)) * math.exp(-0.02))
+     * math.exp(-4 / 60)),
 ])
 def test_signal_equations(seq, t1, t2, pd, expected):
     assert float(seq.signal(np.float32(t1), np.float32(t2), np.float32(pd))) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("scanner", [SIEMENS_AVANTO_15T, PHILIPS_ACHIEVA_3T])
+@pytest.mark.parametrize("scanner", [SIEMENS_AVANTO_15T, PHILIPS_ACHIEVA_3T, *PROTOCOLS["research3d"].values()])
 def test_neonatal_and_mature_contrast(scanner):
     fs = scanner.field_strength
     unmyelinated = tissue_parameters("wm", fs, np.float32(-20), np.float32(-20))
@@ -55,3 +63,27 @@ def test_field_strengths_differ_in_t1():
 def test_unknown_field_strength_is_refused(bad):
     with pytest.raises(ValueError, match="unknown field strength"):
         check_field_strength(bad)
+
+
+def test_research_mprage_has_the_weaker_t1_contrast_of_3d_scans():
+    # The templates' 3-D T1w white/grey ratio is 1.0-1.25 after 6 months; the paper's 3 T
+    # inversion recovery is far more T1-weighted. Mature white matter against adult cortex:
+    wm = tissue_parameters("wm", 3.0, np.float32(60), np.float32(60))
+    gm = tissue_parameters("gm", 3.0, np.float32(60), np.float32(60))
+    research, clinical = scanner_for("research3d", 3.0).t1w, scanner_for("clinical", 3.0).t1w
+    r_research = float(research.signal(*wm) / research.signal(*gm))
+    r_clinical = float(clinical.signal(*wm) / clinical.signal(*gm))
+    assert 1.05 < r_research < 1.35 < r_clinical
+
+
+def test_timing_factors_scale_and_keep_the_inversion_inside_the_repetition():
+    base = scanner_for("clinical", 3.0)
+    assert scanner_for("clinical", 3.0) is base  # no factors: the paper's own scanner
+    jittered = scanner_for("clinical", 3.0, (1.1, 0.9, 1.0), (1.0, 1.2, 1.0))
+    assert jittered.t1w.tr == pytest.approx(1.1 * base.t1w.tr, abs=0.1)
+    assert jittered.t1w.te == pytest.approx(0.9 * base.t1w.te, abs=0.01)
+    assert jittered.t2w.te == pytest.approx(1.2 * base.t2w.te, abs=0.01)
+    squeezed = base.t1w.scaled(tr=0.5, ti=1.5)
+    assert squeezed.ti < squeezed.tr
+    with pytest.raises(ValueError, match="protocol"):
+        scanner_for("research7t", 3.0)

@@ -125,3 +125,40 @@ def test_level_truth_matches_the_scaled_landmarks_and_anatomy():
     # The brain's cross-section shrinks from the internal capsule to the vertex.
     area = {k: (scan.truth["wm"][..., i] + scan.truth["gm"][..., i] > 0.5).sum() for k, i in scan.level_slices.items()}
     assert area["c"] > area["d"] > area["e"] > 0
+
+
+def test_skull_stripped_scan_keeps_the_brain_and_zeroes_the_rest(infant):
+    whole = simulate_subject(infant)
+    stripped = simulate_subject(replace(infant, skull_stripped=True))
+    k = whole.level_slices["c"]
+    for a, b in ((whole.t1w, stripped.t1w), (whole.t2w, stripped.t2w)):
+        # Air, skull and scalp are exactly 0; so are the corners (no noise floor left).
+        assert (b[:, :, k] == 0).mean() > (a[:, :, k] == 0).mean() + 0.2
+        assert not _background(b).any()
+        # Inside the brain the voxels are the whole-head scan's, up to the intensity gain.
+        inside = b[:, :, k] > 0
+        ratio = a[:, :, k][inside].astype(float) / b[:, :, k][inside]
+        assert np.median(ratio) > 0 and np.percentile(ratio, 90) / np.percentile(ratio, 10) < 1.5
+    # The ventricles are kept: the centre of level c is brain, not a hole.
+    n = stripped.t2w.shape[0]
+    assert (stripped.t2w[n // 2 - 8:n // 2 + 8, n // 2 - 8:n // 2 + 8, k] > 0).all()
+
+
+def test_smoothed_scan_loses_fine_detail_but_not_its_level(infant):
+    level = simulate_subject(infant).level_slices["c"]
+    sharp = simulate_subject(infant).t1w[:, :, level]
+    smooth = simulate_subject(replace(infant, smoothing_fwhm_mm=3.0)).t1w[:, :, level]
+
+    def detail(img):  # energy of the pixel-to-pixel differences relative to the image's
+        img = img.astype(np.float64)
+        return np.abs(np.diff(img, axis=0)).mean() / img.mean()
+
+    assert detail(smooth) < 0.7 * detail(sharp)
+    assert abs(smooth.astype(float).mean() / smooth.max() - sharp.astype(float).mean() / sharp.max()) < 0.05
+
+
+def test_research_protocol_is_a_contiguous_3d_reformat(infant):
+    research = simulate_subject(replace(infant, protocol="research3d"))
+    clinical = simulate_subject(infant)
+    assert research.affine[2, 2] == 5.0 and clinical.affine[2, 2] == 5.5 + 1.1
+    assert research.t1w.shape[0] == 256 and research.t1w.shape[2] > clinical.t1w.shape[2]

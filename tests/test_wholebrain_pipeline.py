@@ -57,6 +57,36 @@ def test_one_infant_gets_estimate_interval_grade_and_report(smoke_run, tiny_coho
     assert "infant-A: estimated myelination age" in capsys.readouterr().out
 
 
+def test_earlier_results_are_kept_and_a_failed_report_leaves_no_half_folder(smoke_run, tiny_cohort, tmp_path,
+                                                                               monkeypatch, capsys):
+    pid = "sub-001"
+    args = ["predict", "--model", str(smoke_run), "--t1", str(_anat(tiny_cohort, pid, "T1w")),
+            "--t2", str(_anat(tiny_cohort, pid, "T2w")), "--no-saliency"]
+    out = tmp_path / "one"
+    assert main(args + ["--out", str(out)]) == 0
+    before = (out / "result.json").read_bytes()
+    # A second run into the same folder is refused without --overwrite; the first results stay.
+    assert main(args + ["--out", str(out)]) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "result.json").read_bytes() == before
+    # A report that fails half-way writes nothing: no slices.npz without its result.json.
+    import kerasmyelin.evaluation.subject_report as subject_report
+
+    def broken(*a, **k):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(subject_report, "render_subject_report", broken)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(OSError, match="disk full"):
+        main(args + ["--out", str(fresh)])
+    assert not fresh.exists() and not list(tmp_path.glob(".fresh*"))
+    with pytest.raises(OSError, match="disk full"):
+        main(args + ["--out", str(out), "--overwrite"])
+    assert (out / "result.json").read_bytes() == before
+    monkeypatch.undo()
+    assert main(args + ["--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "result.json").read_text())["created_by"].startswith("kerasmyelin")
+
+
 def test_bids_batch_reports_a_broken_infant_and_finishes_the_others(smoke_run, tiny_cohort, tmp_path, capsys):
     bids = tmp_path / "bids"
     shutil.copytree(tiny_cohort, bids, ignore=shutil.ignore_patterns("derivatives"))

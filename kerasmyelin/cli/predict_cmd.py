@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, help="with --bids/--csv: processes preparing infants (default: up to 2, "
                                             "one per core)")
     p.add_argument("--subjects", help="with --data: comma-separated participant ids (default: all)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --t1/--bids/--csv: replace an output folder kerasmyelin wrote before")
     p.add_argument("--out", help="output folder (--t1/--bids/--csv) or CSV to write (--data; default: print only)")
 
 
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_whole_brain(args: argparse.Namespace) -> int:
+    from kerasmyelin.io.atomic import check_output_dir
     from kerasmyelin.wholebrain.batch import PREDICTIONS_CSV, run_batch
     from kerasmyelin.wholebrain.manifest import (
         AGE_RANGE_MONTHS,
@@ -91,7 +94,9 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
         raise InputError(f"--age-months {args.age_months} is outside {AGE_RANGE_MONTHS[0]:g} to "
                          f"{AGE_RANGE_MONTHS[1]:g}: give the corrected age in months (not weeks or days)")
     skull = {"auto": None, "yes": True, "no": False}[args.skull_stripped]
-    # Read the inputs list before loading the model: a bad list fails in a second, not after ~10.
+    # Check the output folder and read the inputs list before loading the model: a bad list or
+    # an occupied folder fails in a second, not after ~10.
+    check_output_dir(args.out, args.overwrite)
     jobs = None if args.t1 else (jobs_from_bids(args.bids) if args.bids else jobs_from_csv(args.csv))
     estimator = TrainedEstimator.from_path(args.model)
     if estimator.normative is None:
@@ -103,7 +108,7 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
         scan = prepare_scan(args.t1, args.t2, skull_stripped=skull, prep=estimator.prep_config)
         result, attribution = estimate_subject(estimator, scan, subject=args.subject, age_months=args.age_months,
                                                saliency=saliency)
-        written = write_subject_outputs(args.out, result, scan, attribution, estimator)
+        written = write_subject_outputs(args.out, result, scan, attribution, estimator, overwrite=args.overwrite)
         interval = result["interval_months"]
         line = f"{args.subject}: estimated myelination age {result['estimate_months']:.1f} months"
         if interval:
@@ -121,7 +126,7 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
     if workers < 1:
         raise InputError(f"--jobs must be at least 1, got {workers}")
     rows = run_batch(jobs, estimator, args.out, reports=args.reports, saliency=saliency if args.reports else None,
-                     skull_stripped=skull, workers=workers)
+                     skull_stripped=skull, workers=workers, overwrite=args.overwrite)
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"{len(rows) - len(failed)} of {len(rows)} infants estimated; wrote {Path(args.out) / PREDICTIONS_CSV}")
     if failed:

@@ -13,6 +13,8 @@ EXAMPLES = """examples:
   kerasmyelin synth --out cohort                      # the paper-like default: 119 infants
   kerasmyelin synth --out small --subjects 12 --seed 3
   kerasmyelin synth --out cohort3t --field-strengths 3 --overwrite
+  kerasmyelin synth --out varied --varied             # + 3-D research protocols, skull-stripped, smoothed
+  kerasmyelin synth --out mixed --research-fraction 0.5 --timing-jitter 0.1
 """
 
 
@@ -29,17 +31,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
     p.add_argument("--field-strengths", type=_field_strengths, default=(3.0, 1.5),
                    help="comma-separated field strengths in tesla: 3, 1.5 or both (default: 3,1.5)")
+    variety = p.add_argument_group("protocol variety beyond the paper's (all 0 by default)")
+    variety.add_argument("--varied", action="store_true",
+                         help="the documented mix: research 0.5, timing jitter 0.1, skull-stripped 0.3, "
+                              "smoothed 0.3 (the flags below override single values)")
+    variety.add_argument("--research-fraction", type=float, help="share scanned with 3-D MPRAGE/SPACE")
+    variety.add_argument("--timing-jitter", type=float, help="log-SD of per-infant TR/TE/TI factors")
+    variety.add_argument("--skull-stripped-fraction", type=float, help="share delivered skull-stripped")
+    variety.add_argument("--smoothed-fraction", type=float, help="share smoothed in-plane (FWHM 1-3 mm)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from kerasmyelin.synth.cohort import CohortConfig
+    from kerasmyelin.synth.cohort import VARIED, CohortConfig
     from kerasmyelin.synth.dataset import build_cohort
 
+    variety = dict(VARIED) if args.varied else {}
+    for name in VARIED:
+        if getattr(args, name) is not None:
+            variety[name] = getattr(args, name)
     try:
-        config = CohortConfig(subjects=args.subjects, seed=args.seed, field_strengths=args.field_strengths)
+        config = CohortConfig(subjects=args.subjects, seed=args.seed, field_strengths=args.field_strengths, **variety)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if args.jobs is not None and args.jobs < 1:

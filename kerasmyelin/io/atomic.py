@@ -43,7 +43,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-_MARKERS = ("dataset_description.json", "manifest.json")
+_MARKERS = ("dataset_description.json", "manifest.json", "result.json")
 
 
 def written_by_kerasmyelin(folder: Path) -> bool:

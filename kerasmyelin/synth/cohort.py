@@ -13,7 +13,7 @@ import numpy as np
 
 from kerasmyelin.synth.growth import LOG_SD, SEX_FACTOR, brain_volume_ml
 from kerasmyelin.synth.relaxation import check_field_strength
-from kerasmyelin.synth.sequences import SCANNERS
+from kerasmyelin.synth.sequences import Scanner, scanner_for
 
 WEEKS_PER_MONTH = 365.25 / 12 / 7  # 4.348
 
@@ -33,6 +33,19 @@ class CohortConfig:
         maturation_offset_sd: months; an age-independent lead or lag of each infant.
         regional_jitter_months: amplitude of each infant's smooth regional timing deviations.
         motion_fraction: share of infants whose scans show mild motion ghosting.
+        research_fraction: share of infants scanned with the 3-D research protocol (MPRAGE and
+            SPACE, 5 mm reformats) instead of the paper's clinical one. 0 in the paper.
+        timing_jitter: standard deviation of the log of each sequence's TR, TE and TI factors,
+            drawn per infant and contrast (0.1 is about +/-10%). 0 in the paper.
+        skull_stripped_fraction: share of infants whose images arrive skull-stripped (brain
+            and ventricles kept, skull, scalp and outer CSF set to 0). 0 in the paper.
+        smoothed_fraction: share of infants whose images are smoothed in-plane (Gaussian FWHM
+            1-3 mm), like group averages or denoised images. 0 in the paper.
+
+    The last four widen the cohort beyond the paper's two protocols (domain randomisation), so
+    a model can meet scans like the real 3-D, skull-stripped, averaged infant templates. Their
+    draws come from their own random stream: a cohort with all four at 0 is the paper's,
+    identical to one drawn before they existed.
     """
 
     subjects: int = 119
@@ -45,6 +58,10 @@ class CohortConfig:
     maturation_offset_sd: float = 0.3
     regional_jitter_months: float = 0.5
     motion_fraction: float = 0.1
+    research_fraction: float = 0.0
+    timing_jitter: float = 0.0
+    skull_stripped_fraction: float = 0.0
+    smoothed_fraction: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.subjects, bool) or not isinstance(self.subjects, (int, np.integer)) or self.subjects <= 0:
@@ -58,6 +75,24 @@ class CohortConfig:
         lo, hi = self.age_range_months
         if not lo < hi:
             raise ValueError(f"age_range_months must be increasing, got {self.age_range_months}")
+        for name in ("fraction_boys", "fraction_low_field", "motion_fraction", "research_fraction",
+                     "skull_stripped_fraction", "smoothed_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a share between 0 and 1, got {value!r}")
+        if not 0.0 <= self.timing_jitter <= 0.5:
+            raise ValueError(f"timing_jitter must be between 0 and 0.5 (a log standard deviation), "
+                             f"got {self.timing_jitter!r}")
+
+    @property
+    def varied(self) -> bool:
+        """Whether any protocol variety beyond the paper's is switched on."""
+        return bool(self.research_fraction or self.timing_jitter or self.skull_stripped_fraction
+                    or self.smoothed_fraction)
+
+
+VARIED = {"research_fraction": 0.5, "timing_jitter": 0.1, "skull_stripped_fraction": 0.3, "smoothed_fraction": 0.3}
+"""The protocol variety of ``kerasmyelin synth --varied`` (docs/wholebrain.md, sim-to-real)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +114,20 @@ class SubjectSpec:
     regional_jitter_months: float
     motion: bool
     seed: int
+    protocol: str = "clinical"
+    t1w_timing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # TR, TE, TI factors
+    t2w_timing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    skull_stripped: bool = False
+    smoothing_fwhm_mm: float = 0.0
+
+    @property
+    def scanner(self) -> Scanner:
+        """The scanner and sequence timings this infant was scanned with."""
+        return scanner_for(self.protocol, self.field_strength, self.t1w_timing, self.t2w_timing)
 
     @property
     def manufacturer(self) -> str:
-        return SCANNERS[self.field_strength].manufacturer
+        return self.scanner.manufacturer
 
 
 def _gestational_age(rng: np.random.Generator, corrected: float) -> float:
@@ -143,5 +188,19 @@ def draw_cohort(config: CohortConfig) -> list[SubjectSpec]:
             regional_jitter_months=config.regional_jitter_months,
             motion=bool(srng.random() < config.motion_fraction),
             seed=int(srng.integers(2**31)),
+            **(_variety(np.random.default_rng([seeds[i], 1]), config) if config.varied else {}),
         ))
     return cohort
+
+
+def _variety(rng: np.random.Generator, config: CohortConfig) -> dict:
+    """Protocol, timings, skull-stripping and smoothing of one infant (its own random stream)."""
+    def timing():
+        return tuple(round(float(f), 4) for f in np.exp(rng.normal(0.0, config.timing_jitter, 3)))
+
+    protocol = "research3d" if rng.random() < config.research_fraction else "clinical"
+    t1w, t2w = timing(), timing()
+    stripped = bool(rng.random() < config.skull_stripped_fraction)
+    fwhm = round(float(rng.uniform(1.0, 3.0)), 2) if rng.random() < config.smoothed_fraction else 0.0
+    return {"protocol": protocol, "t1w_timing": t1w, "t2w_timing": t2w, "skull_stripped": stripped,
+            "smoothing_fwhm_mm": fwhm}

@@ -30,7 +30,6 @@ from kerasmyelin.io.atomic import staged_dir, write_text_atomic
 from kerasmyelin.io.nifti import write_nifti
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
 from kerasmyelin.synth.cohort import CohortConfig, SubjectSpec, draw_cohort
-from kerasmyelin.synth.sequences import SCANNERS
 from kerasmyelin.synth.simulate import simulate_subject, warm_up
 
 PARTICIPANT_COLUMNS = ("participant_id", "sex", "gestational_age_weeks", "chronological_age_months",
@@ -51,13 +50,18 @@ _PARTICIPANTS_JSON = {
 
 
 def _sidecar(spec: SubjectSpec, contrast: str, nuisance: dict) -> dict:
-    scanner = SCANNERS[spec.field_strength]
+    scanner = spec.scanner
     seq = scanner.t1w if contrast == "T1w" else scanner.t2w
+    extra = {}
+    if spec.skull_stripped:
+        extra["SkullStripped"] = True
+    if spec.smoothing_fwhm_mm:
+        extra["SmoothingFWHMmm"] = spec.smoothing_fwhm_mm
     return {
         "Manufacturer": scanner.manufacturer,
         "ManufacturersModelName": scanner.model,
         "MagneticFieldStrength": scanner.field_strength,
-        "MRAcquisitionType": "2D",
+        "MRAcquisitionType": scanner.acquisition,
         "SliceThickness": scanner.slice_thickness_mm,
         "SpacingBetweenSlices": scanner.slice_thickness_mm + scanner.slice_gap_mm,
         "AcquisitionMatrixPE": scanner.acquired_matrix,
@@ -66,6 +70,7 @@ def _sidecar(spec: SubjectSpec, contrast: str, nuisance: dict) -> dict:
         "FieldOfView": nuisance["field_of_view_mm"],
         "SyntheticData": True,
         **seq.sidecar(),
+        **extra,
     }
 
 
@@ -202,7 +207,8 @@ def _write_tables(root: Path, config: CohortConfig, results: list[dict], prep: P
         row = {"participant_id": s.participant_id, "age_months": s.age_months,
                "myelination_age_months": s.myelination_age_months, "maturation_rate": s.maturation_rate,
                "brain_volume_ml": s.brain_volume_ml, "field_strength": s.field_strength,
-               "motion": int(s.motion), "slices": r["nuisance"]["slices"]}
+               "motion": int(s.motion), "slices": r["nuisance"]["slices"], "protocol": s.protocol,
+               "skull_stripped": int(s.skull_stripped), "smoothing_fwhm_mm": s.smoothing_fwhm_mm}
         row.update({f"slice_{k}": r["levels"][k] for k in LEVEL_KEYS})
         truth_rows.append(row)
     cols = list(truth_rows[0])

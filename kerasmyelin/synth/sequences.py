@@ -1,14 +1,25 @@
-"""Pulse sequences of the paper's two scanners and their signal equations.
+"""Pulse sequences of the paper's two scanners, two 3-D research protocols, and their signals.
 
-Scanner settings are those of Wada et al. 2019 (``shared/reference/myelination.md`` section 3).
+Clinical scanner settings are those of Wada et al. 2019 (``shared/reference/myelination.md``
+section 3). The research protocols are 3-D MPRAGE T1w and 3-D variable-flip TSE (SPACE) T2w as
+infant studies such as the Baby Connectome Project acquire them (Howell et al., NeuroImage
+2019: 3 T MPRAGE TR/TI/TE 2400/1600/2.2 ms, flip 8 degrees; T2w SPACE TR 3200 ms), read as
+5 mm axial reformats, the way the paper's five slices would be taken from them.
+
 The signal equations are the textbook steady-state forms (Haacke et al., "Magnetic Resonance
 Imaging: Physical Principles and Sequence Design", ch. 15-18) with perfect refocusing pulses and
 no echo-train blurring; they set the contrast between tissues, which is what the model reads.
+Two simplifications, both about contrast only:
+- MPRAGE is an inversion recovery sampled at TI with a small flip angle; the saturation of the
+  gradient-echo readout train, which shortens the apparent T1, is neglected.
+- SPACE's variable-flip echo train refocuses stimulated echoes, so its contrast is that of a
+  conventional TSE at a much shorter echo time (Busse et al., MRM 2006); it is modelled as a TSE
+  at that equivalent echo time (``te``), not at the nominal 400-560 ms.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -17,7 +28,7 @@ import numpy as np
 class Sequence:
     """One acquisition's timing. Times in ms, flip angle in degrees."""
 
-    kind: str  # "spin_echo" | "inversion_recovery" | "turbo_spin_echo"
+    kind: str  # "spin_echo" | "inversion_recovery" | "turbo_spin_echo" | "mprage" | "spoiled_gradient_echo"
     name: str
     tr: float
     te: float
@@ -38,9 +49,21 @@ class Sequence:
             s = pd * np.abs(1.0 - 2.0 * np.exp(-self.ti / t1) + e_tr) * e_te
         elif self.kind == "turbo_spin_echo":
             s = pd * (1.0 - e_tr) * e_te
+        elif self.kind == "mprage":
+            s = pd * np.sin(np.deg2rad(self.flip_angle)) * np.abs(1.0 - 2.0 * np.exp(-self.ti / t1) + e_tr) * e_te
+        elif self.kind == "spoiled_gradient_echo":
+            alpha = np.deg2rad(self.flip_angle)
+            s = pd * np.sin(alpha) * (1.0 - e_tr) / (1.0 - np.cos(alpha) * e_tr) * e_te
         else:
             raise ValueError(f"unknown sequence kind {self.kind!r}")
         return np.asarray(s, dtype=np.float32)
+
+    def scaled(self, tr: float = 1.0, te: float = 1.0, ti: float = 1.0) -> "Sequence":
+        """The same sequence with its repetition, echo and inversion times multiplied."""
+        ti_ms = None if self.ti is None else round(self.ti * ti, 1)
+        if ti_ms is not None and ti_ms >= self.tr * tr:
+            ti_ms = round(0.9 * self.tr * tr, 1)  # an inversion must come before the next one
+        return replace(self, tr=round(self.tr * tr, 1), te=round(self.te * te, 2), ti=ti_ms)
 
     def sidecar(self) -> dict:
         """BIDS sidecar fields (seconds, as BIDS asks)."""
@@ -75,6 +98,7 @@ class Scanner:
     # and a stronger receive-coil / B1 inhomogeneity than 1.5 T.
     noise_fraction: tuple[float, float]
     bias_amplitude: float
+    acquisition: str = "2D"  # "3D": an isotropic volume, delivered as contiguous axial reformats
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -112,3 +136,56 @@ SIEMENS_AVANTO_15T = Scanner(
 )
 
 SCANNERS: dict[float, Scanner] = {3.0: PHILIPS_ACHIEVA_3T, 1.5: SIEMENS_AVANTO_15T}
+"""The paper's clinical protocol at each field strength."""
+
+# 3-D research protocols, reformatted to contiguous 5 mm axial slabs (no gap); lower noise than
+# the 2-D stacks because each slab averages several 1 mm partitions.
+SIEMENS_PRISMA_3T_RESEARCH = Scanner(
+    manufacturer="Siemens",
+    model="Prisma (3-D research protocol)",
+    field_strength=3.0,
+    t1w=Sequence("mprage", "MPRAGE", tr=2400, te=2.2, ti=1600, flip_angle=8),
+    t2w=Sequence("turbo_spin_echo", "SPACE (TSE-equivalent echo time)", tr=3200, te=120, echo_train_length=250),
+    slice_thickness_mm=5.0,
+    slice_gap_mm=0.0,
+    recon_matrix=256,
+    acquired_matrix=256,
+    fov_mm=(200.0, 256.0),
+    noise_fraction=(0.01, 0.03),
+    bias_amplitude=0.15,
+    acquisition="3D",
+)
+
+SIEMENS_AVANTO_15T_RESEARCH = Scanner(
+    manufacturer="Siemens",
+    model="Magnetom Avanto (3-D research protocol)",
+    field_strength=1.5,
+    t1w=Sequence("mprage", "MPRAGE", tr=1900, te=3.0, ti=1100, flip_angle=15),
+    t2w=Sequence("turbo_spin_echo", "SPACE (TSE-equivalent echo time)", tr=3500, te=140, echo_train_length=140),
+    slice_thickness_mm=5.0,
+    slice_gap_mm=0.0,
+    recon_matrix=256,
+    acquired_matrix=256,
+    fov_mm=(200.0, 256.0),
+    noise_fraction=(0.015, 0.04),
+    bias_amplitude=0.08,
+    acquisition="3D",
+)
+
+PROTOCOLS: dict[str, dict[float, Scanner]] = {
+    "clinical": SCANNERS,
+    "research3d": {3.0: SIEMENS_PRISMA_3T_RESEARCH, 1.5: SIEMENS_AVANTO_15T_RESEARCH},
+}
+"""Protocol family -> field strength -> scanner. "clinical" is the paper's."""
+
+
+def scanner_for(protocol: str, field_strength: float, t1w_timing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                t2w_timing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Scanner:
+    """The scanner of a protocol family at a field strength, its timings scaled (TR, TE, TI factors)."""
+    try:
+        scanner = PROTOCOLS[protocol][float(field_strength)]
+    except KeyError:
+        raise ValueError(f"no {protocol!r} protocol at {field_strength} T; protocols: {sorted(PROTOCOLS)}") from None
+    if tuple(t1w_timing) == (1.0, 1.0, 1.0) and tuple(t2w_timing) == (1.0, 1.0, 1.0):
+        return scanner
+    return replace(scanner, t1w=scanner.t1w.scaled(*t1w_timing), t2w=scanner.t2w.scaled(*t2w_timing))

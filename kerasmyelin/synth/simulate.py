@@ -26,7 +26,7 @@ from kerasmyelin.synth.relaxation import (
     SCALP_FAT_FRACTION,
     tissue_parameters,
 )
-from kerasmyelin.synth.sequences import SCANNERS, Scanner
+from kerasmyelin.synth.sequences import PROTOCOLS, Scanner, Sequence
 from kerasmyelin.synth.tissue_model import TissueModel, tissue_model
 
 # The MNI152 brain-mask volume (mL) the infant volume is scaled against (measured on the
@@ -58,9 +58,10 @@ class Scan:
 def warm_up(res_mm: float = 1.5) -> None:
     """Load or build the shared tissue model now (before forking workers)."""
     tissue_model(res_mm)
-    for field_strength in SCANNERS:
-        for contrast in ("t1w", "t2w"):
-            _constant_tissue_signal(res_mm, field_strength, contrast)
+    for scanner in PROTOCOLS["clinical"].values():
+        for seq in (scanner.t1w, scanner.t2w):
+            _constant_tissue_signal(res_mm, scanner.field_strength, seq)
+    skull_strip_mask(res_mm)
 
 
 def rotation_matrix(pitch_deg: float, roll_deg: float, yaw_deg: float) -> np.ndarray:
@@ -152,19 +153,19 @@ def _signal_volumes(anat: TissueModel, spec: SubjectSpec, scanner: Scanner, rng)
     f = anat.fractions
     f_wm = f["wm"].ravel()[anat.wm_index]
     out = []
-    for contrast, seq in (("t1w", scanner.t1w), ("t2w", scanner.t2w)):
+    for seq in (scanner.t1w, scanner.t2w):
         vol = f["gm"] * seq.signal(*gm_params)
-        vol += _constant_tissue_signal(anat.res_mm, fs, contrast)
+        vol += _constant_tissue_signal(anat.res_mm, fs, seq)
         vol.ravel()[anat.wm_index] += f_wm * seq.signal(*wm_params)
         out.append(vol)
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _constant_tissue_signal(res_mm: float, field_strength: float, contrast: str) -> np.ndarray:
-    """Signal of the tissues that do not mature (CSF, skull, scalp): the same for every infant."""
+@functools.lru_cache(maxsize=8)
+def _constant_tissue_signal(res_mm: float, field_strength: float, seq: Sequence) -> np.ndarray:
+    """Signal of the tissues that do not mature (CSF, skull, scalp): the same for every infant
+    scanned with the same sequence."""
     anat = tissue_model(res_mm)
-    seq = getattr(SCANNERS[field_strength], contrast)
     tissues = CONSTANT_TISSUES[field_strength]
     const = {name: float(seq.signal(*(np.float32(v) for v in tissues[name]))) for name in tissues}
     const["scalp"] = SCALP_FAT_FRACTION * const["fat"] + (1 - SCALP_FAT_FRACTION) * const["muscle"]
@@ -173,6 +174,25 @@ def _constant_tissue_signal(res_mm: float, field_strength: float, contrast: str)
         vol += anat.fractions[name] * np.float32(const[name])
     vol.flags.writeable = False
     return vol
+
+
+@functools.lru_cache(maxsize=2)
+def skull_strip_mask(res_mm: float = 1.5) -> np.ndarray:
+    """What a skull-stripping tool keeps on the anatomy grid: the brain with its ventricles and
+    sulcal CSF, without skull, scalp and most of the CSF outside the brain (float32 0/1)."""
+    anat = tissue_model(res_mm)
+    brain = anat.fractions["wm"] + anat.fractions["gm"] > 0.5
+    # Closing over ~6 mm takes in the sulci and the ventricles' openings (the atria reach the
+    # surface through the choroidal fissure); filling, in 3-D and slice by slice, the ventricles.
+    r = max(1, int(round(6.0 / res_mm)))
+    ball = np.sum(np.square(np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1]), axis=0) <= r * r
+    brain = ndimage.binary_closing(np.pad(brain, r), ball)[r:-r, r:-r, r:-r]
+    brain = ndimage.binary_fill_holes(brain)
+    for z in range(brain.shape[2]):
+        brain[:, :, z] = ndimage.binary_fill_holes(brain[:, :, z])
+    mask = brain.astype(np.float32)
+    mask.flags.writeable = False
+    return mask
 
 
 def _slab_kernel(width_vox: float) -> np.ndarray:
@@ -242,6 +262,14 @@ def _kspace_reconstruct(image: np.ndarray, acquired: int, recon: int, noise_sigm
     return out
 
 
+def _band_limited_resample(image: np.ndarray, acquired: int, recon: int) -> np.ndarray:
+    """``image`` brought to the reconstruction grid the way ``_kspace_reconstruct`` brings the
+    signal there (same zero-filling, so the same positions), without noise or ghosting."""
+    n = image.shape[0]
+    k = _zero_fill(scipy.fft.fft2(image, axes=(0, 1), norm="ortho"), acquired)
+    return np.real(_zero_filled_ifft2(k, recon)) * np.float32(recon / n)
+
+
 def _sample_percentile(a: np.ndarray, q: float) -> float:
     """Percentile of a strided subsample: the same answer to a fraction of a per cent, faster."""
     return float(np.percentile(a.ravel()[::7], q))
@@ -259,11 +287,14 @@ def simulate_subject(spec: SubjectSpec, *, res_mm: float = 1.5, with_truth: bool
         A ``Scan``: int16 volumes of shape (recon, recon, slices) in RAS voxel order.
     """
     anat = tissue_model(res_mm)
-    scanner = SCANNERS[spec.field_strength]
+    scanner = spec.scanner
     rng = np.random.default_rng(spec.seed)
     bbox = anat.head_bbox_mm
     warp = _Warp(spec, centre_mni=bbox.mean(axis=0), rng=rng)
     signals = _signal_volumes(anat, spec, scanner, rng)
+    if spec.skull_stripped:
+        # Stripped after reconstruction, like a real tool; the mask is resampled with the signal.
+        signals.append(skull_strip_mask(res_mm))
 
     # Stack planning, as a technologist would: cover the head, field of view to fit.
     corners = np.array(np.meshgrid(*bbox.T, indexing="ij")).reshape(3, -1)
@@ -310,6 +341,7 @@ def simulate_subject(spec: SubjectSpec, *, res_mm: float = 1.5, with_truth: bool
         img = np.zeros(vox.shape[1:], np.float32)
         img[window] = ndimage.map_coordinates(s, vox[(slice(None),) + window], order=1, prefilter=False)
         images.append(img)
+    strip = images.pop() if spec.skull_stripped else None
 
     # Receive-coil bias: smooth, a few per cent at 1.5 T, up to ~20% at 3 T.
     kb = rng.normal(size=(2, 3))
@@ -328,6 +360,13 @@ def simulate_subject(spec: SubjectSpec, *, res_mm: float = 1.5, with_truth: bool
             brain = img > _sample_percentile(img, 60)
         sigma = noise_fraction * float(img[brain].mean())
         recon.append(_kspace_reconstruct(img, scanner.acquired_matrix, scanner.recon_matrix, sigma, ghost, rng))
+    if spec.smoothing_fwhm_mm:
+        sigma_px = spec.smoothing_fwhm_mm / np.sqrt(8 * np.log(2)) / (fov / scanner.recon_matrix)
+        recon = [ndimage.gaussian_filter(img, (sigma_px, sigma_px, 0)) for img in recon]
+    if strip is not None:
+        keep = _band_limited_resample(strip, scanner.acquired_matrix, scanner.recon_matrix) > 0.5
+        for img in recon:
+            img *= keep
     volumes = []
     gains = []
     for img in recon:

@@ -82,8 +82,10 @@ class Comparison:
         return "\n".join(lines) + "\n"
 
 
-def compare_with_templates(root: str | os.PathLike, field_strength: float = 3.0) -> Comparison:
-    """Measure templates and typical synthetic infants of the same ages (3 T, like the templates)."""
+def compare_with_templates(root: str | os.PathLike, field_strength: float = 3.0,
+                           protocol: str = "clinical") -> Comparison:
+    """Measure templates and typical synthetic infants of the same ages (3 T, like the templates)
+    scanned with the ``protocol`` family ("clinical": the paper's; "research3d": MPRAGE/SPACE)."""
     from kerasmyelin.validation.synthetic_ratios import (
         instrument_ratios,
         typical_infant,
@@ -97,7 +99,7 @@ def compare_with_templates(root: str | os.PathLike, field_strength: float = 3.0)
     template = {(c, k, m): float(table[(m, c)][k]) for (m, c) in table for k in LEVEL_KEYS}
     synthetic = {}
     for month in TEMPLATE_MONTHS:
-        for (contrast, key), value in instrument_ratios(typical_infant(month, field_strength)).items():
+        for (contrast, key), value in instrument_ratios(typical_infant(month, field_strength, protocol=protocol)).items():
             synthetic[(contrast, key, month)] = value
     return Comparison(template, synthetic, tuple(TEMPLATE_MONTHS))
 
@@ -112,7 +114,7 @@ def _template_level_slices(img) -> dict[str, int]:
 
 
 def figure(root: str | os.PathLike, out_png: str | os.PathLike, levels: tuple[str, ...] = ("c", "d"),
-           field_strength: float = 3.0) -> Path:
+           field_strength: float = 3.0, protocol: str = "clinical") -> Path:
     """Synthetic infants (as the model sees them) next to the real templates at the same ages."""
     import matplotlib
 
@@ -131,7 +133,7 @@ def figure(root: str | os.PathLike, out_png: str | os.PathLike, levels: tuple[st
     cols = [(c, lv, src) for c in CONTRASTS for lv in levels for src in ("template", "synthetic")]
     fig, axes = plt.subplots(len(months), len(cols), figsize=(1.9 * len(cols), 2.0 * len(months)))
     for row, month in enumerate(months):
-        scan = simulate_subject(typical_infant(month, field_strength))
+        scan = simulate_subject(typical_infant(month, field_strength, protocol=protocol))
         for contrast in CONTRASTS:
             img = nib.load(str(files[(month, contrast)]))
             data = np.asarray(img.dataobj, dtype=np.float32)

@@ -20,14 +20,16 @@ WM_PURE = 0.9
 GM_MOSTLY = 0.6
 
 
-def typical_infant(age_months: float, field_strength: float = 3.0, seed: int = 0) -> SubjectSpec:
-    """A median infant of that age: typical pace, no regional jitter, neutral pose, no motion."""
+def typical_infant(age_months: float, field_strength: float = 3.0, seed: int = 0,
+                   protocol: str = "clinical") -> SubjectSpec:
+    """A median infant of that age: typical pace, no regional jitter, neutral pose, no motion,
+    scanned with the ``protocol`` family's sequences at their nominal timings."""
     base = draw_cohort(CohortConfig(subjects=1, seed=seed))[0]
     return replace(base, age_months=float(age_months), myelination_age_months=float(age_months),
                    maturation_rate=1.0, field_strength=float(field_strength),
                    brain_volume_ml=float(brain_volume_ml(age_months)), scale_anisotropy=(1.0, 1.0, 1.0),
                    rotation_deg=(0.0, 0.0, 0.0), translation_mm=(0.0, 0.0, 0.0),
-                   regional_jitter_months=0.0, motion=False)
+                   regional_jitter_months=0.0, motion=False, protocol=protocol)
 
 
 def wm_gm_ratios(spec: SubjectSpec) -> dict[tuple[str, str], float]:
@@ -59,17 +61,13 @@ def synthetic_brain_image(spec: SubjectSpec, contrast: str, res_mm: float = 1.5)
         A ``nibabel.Nifti1Image`` (float32) with an RAS affine in mm.
     """
     import nibabel as nib
-    from scipy import ndimage
 
-    from kerasmyelin.synth.sequences import SCANNERS
-    from kerasmyelin.synth.simulate import MNI_BRAIN_ML, _signal_volumes
+    from kerasmyelin.synth.simulate import MNI_BRAIN_ML, _signal_volumes, skull_strip_mask
     from kerasmyelin.synth.tissue_model import tissue_model
 
     model = tissue_model(res_mm)
-    scanner = SCANNERS[spec.field_strength]
-    t1w, t2w = _signal_volumes(model, spec, scanner, np.random.default_rng(spec.seed))
-    brain = ndimage.binary_fill_holes(model.fractions["wm"] + model.fractions["gm"] > 0.5)
-    data = np.where(brain, t1w if contrast == "T1w" else t2w, 0.0).astype(np.float32)
+    t1w, t2w = _signal_volumes(model, spec, spec.scanner, np.random.default_rng(spec.seed))
+    data = np.where(skull_strip_mask(res_mm) > 0, t1w if contrast == "T1w" else t2w, 0.0).astype(np.float32)
     scale = (spec.brain_volume_ml / MNI_BRAIN_ML) ** (1 / 3)
     affine = model.affine.copy()
     affine[:3, :] *= scale

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
+import kerasmyelin
 from kerasmyelin.errors import KerasMyelinError
-from kerasmyelin.io.atomic import write_bytes_atomic
+from kerasmyelin.io.atomic import check_output_dir, write_bytes_atomic, write_text_atomic
 from kerasmyelin.wholebrain.manifest import Job
 
 PREDICTIONS_CSV = "predictions.csv"
@@ -109,11 +113,13 @@ def _prepared_in_order(jobs: list[Job], workers: int, skull_stripped, prep):
 
 def run_batch(jobs: list[Job], estimator, out: str | os.PathLike, *, reports: bool = False,
               saliency: str | None = None, skull_stripped: bool | None = None, progress: bool = True,
-              workers: int = 1, log=print) -> list[dict]:
+              workers: int = 1, overwrite: bool = False, log=print) -> list[dict]:
     """Estimate every job; write ``out/predictions.csv`` and ``out/<subject>/result.json`` (+ report).
 
     Args:
         workers: processes preparing infants ahead of the estimates (1: all in this process).
+        overwrite: replace an earlier batch folder (one kerasmyelin wrote); otherwise a non-empty
+            ``out`` is refused. The earlier folder is kept aside until this batch has finished.
 
     Returns:
         The rows written, one per job, in job order.
@@ -122,7 +128,17 @@ def run_batch(jobs: list[Job], estimator, out: str | os.PathLike, *, reports: bo
 
     from kerasmyelin.wholebrain.pipeline import estimate_subject, write_subject_outputs
 
-    out = Path(out)
+    out = check_output_dir(out, overwrite)
+    earlier = None
+    if out.is_dir() and any(out.iterdir()):
+        earlier = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, earlier / out.name)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "dataset_description.json", json.dumps({
+        "Name": "kerasmyelin predictions", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "kerasmyelin", "Version": kerasmyelin.__version__,
+                         "Description": "kerasmyelin predict: one folder per infant, predictions.csv"}],
+        "Model": estimator.version}, indent=1) + "\n")
     rows: list[dict] = []
     state = {"written": 0.0}
 
@@ -168,4 +184,6 @@ def run_batch(jobs: list[Job], estimator, out: str | os.PathLike, *, reports: bo
             finish(chunk)
     finally:  # an interrupted batch still leaves every finished infant in the table
         write_rows(out / PREDICTIONS_CSV, rows)
+    if earlier is not None:
+        shutil.rmtree(earlier, ignore_errors=True)
     return rows

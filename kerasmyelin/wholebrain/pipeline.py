@@ -315,7 +315,8 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
     elif estimate is None:
         estimate = estimator.predict(scan.images)
     estimate = float(estimate)
-    result = {"subject": subject, "estimate_months": round(estimate, 3), "age_months": age_months,
+    result = {"created_by": f"kerasmyelin {kerasmyelin.__version__} predict",
+              "subject": subject, "estimate_months": round(estimate, 3), "age_months": age_months,
               "interval_months": None, "interval_level": None, "gap_months": None,
               "corrected_gap_months": None, "z": None, "grade": None, "grade_rule": None,
               "levels": scan.levels, "qc": scan.qc, "model": estimator.version,
@@ -360,31 +361,37 @@ def _norms_summary(report: dict) -> dict:
 
 
 def write_subject_outputs(out: str | os.PathLike, result: dict, scan: PreparedScan, attribution,
-                          estimator: TrainedEstimator, report: bool = True) -> list[Path]:
-    """Write result.json, slices.npz and (optionally) report.png / report.pdf into ``out``."""
+                          estimator: TrainedEstimator, report: bool = True, overwrite: bool = False) -> list[Path]:
+    """Write result.json, slices.npz and (optionally) report.png / report.pdf into ``out``.
+
+    All files are written into a temporary sibling that replaces ``out`` in one rename: a failure
+    (a report that cannot be drawn, a full disk) leaves no folder with some files and not others.
+    A non-empty ``out`` is refused unless ``overwrite`` (and kerasmyelin wrote it).
+    """
     import io as _io
 
-    from kerasmyelin.io.atomic import write_bytes_atomic
+    from kerasmyelin.io.atomic import staged_dir
 
-    out = Path(out)
+    final = Path(out).expanduser().absolute()
     t = time.perf_counter()
-    written = []
-    buf = _io.BytesIO()
-    arrays = {n: scan.images[n] for n in INPUT_NAMES}
-    if attribution is not None:
-        arrays.update({f"heat_{n}": attribution.heat[n] for n in INPUT_NAMES})
-    np.savez_compressed(buf, **arrays)
-    written.append(write_bytes_atomic(out / SLICES_FILE, buf.getvalue()))
-    if report:
-        from kerasmyelin.evaluation.subject_report import render_subject_report
+    names = [RESULT_FILE, SLICES_FILE] + ([REPORT_PNG, REPORT_PDF] if report else [])
+    with staged_dir(final, overwrite) as tmp:
+        buf = _io.BytesIO()
+        arrays = {n: scan.images[n] for n in INPUT_NAMES}
+        if attribution is not None:
+            arrays.update({f"heat_{n}": attribution.heat[n] for n in INPUT_NAMES})
+        np.savez_compressed(buf, **arrays)
+        (tmp / SLICES_FILE).write_bytes(buf.getvalue())
+        if report:
+            from kerasmyelin.evaluation.subject_report import render_subject_report
 
-        chart = estimator.normative.chart() if estimator.normative is not None else None
-        written.extend(render_subject_report(result, scan.images, attribution.heat if attribution else None,
-                                             chart, out / REPORT_PNG, out / REPORT_PDF))
-    scan.seconds["report"] = time.perf_counter() - t
-    result = dict(result, seconds={k: round(v, 3) for k, v in scan.seconds.items()})
-    written.insert(0, write_bytes_atomic(out / RESULT_FILE, (json.dumps(result, indent=2) + "\n").encode()))
-    return written
+            chart = estimator.normative.chart() if estimator.normative is not None else None
+            render_subject_report(result, scan.images, attribution.heat if attribution else None,
+                                  chart, tmp / REPORT_PNG, tmp / REPORT_PDF)
+        scan.seconds["report"] = time.perf_counter() - t
+        result = dict(result, seconds={k: round(v, 3) for k, v in scan.seconds.items()})
+        (tmp / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return [final / n for n in names]
 
 
 __all__ = [
