@@ -56,7 +56,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # a whole number with hundreds of digits
+            digits = len(str(abs(value)))
+            raise ConfigError(f"{where}: a whole number of {digits} digits is too large for a number") from None
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected text, got {value!r}")
@@ -67,9 +71,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 def _build(cls: type[T], data: dict, where: str, base: T | None = None) -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(map(str, set(data) - names))  # YAML keys may be numbers, null, ...
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+        raise ConfigError(f"{where + ': ' if where else ''}unknown key(s) {', '.join(unknown)}; "
                           f"known: {', '.join(sorted(names))}")
     current = base if base is not None else cls()
     values = {}
@@ -92,7 +96,11 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from None
+    return key.strip().split("."), value
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] = ()) -> T:
@@ -103,11 +111,17 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     if path is not None:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: YAML nested too deeply to be a configuration") from None
+        if data is None:  # an empty file (or only comments): the defaults
+            data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
         try:

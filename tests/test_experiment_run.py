@@ -94,7 +94,7 @@ def test_report_scores_both_rules_beside_the_members(ensemble_run):
     assert (ensemble_run / "figure4.png").stat().st_size > 0
 
 
-def test_saved_fold_model_reproduces_the_fold_predictions(ensemble_run, tiny_tenslice, tmp_path):
+def test_saved_fold_model_reproduces_the_fold_predictions(ensemble_run, tiny_tenslice, tmp_path, capsys):
     out = tmp_path / "p.csv"
     preds = read_predictions(ensemble_run / "fold-1" / "predictions.csv")
     ids = ",".join(preds["participant_id"].tolist())
@@ -102,6 +102,9 @@ def test_saved_fold_model_reproduces_the_fold_predictions(ensemble_run, tiny_ten
                  "--subjects", ids, "--out", str(out)]) == 0
     again = read_predictions(out)
     np.testing.assert_allclose(again["predicted_months"], preds["predicted_months"], atol=2e-3)
+    # The summary line is the metrics of the rows written.
+    err = again["predicted_months"] - again["age_months"]
+    assert f"{len(err)} infants: MAE {np.abs(err).mean():.2f} months" in capsys.readouterr().out
 
 
 def test_reopening_with_another_config_or_other_data_is_refused(ensemble_run, tiny_tenslice, tmp_path):

@@ -49,3 +49,11 @@ def test_the_known_facts_hold_on_both_sides(comparison):
             assert table[("T1w", level, 24)] > table[("T1w", level, 0)] + TOLERANCE
             assert table[("T2w", level, 24)] < table[("T2w", level, 0)] - TOLERANCE
             assert table[("T2w", level, 24)] < 1 - TOLERANCE
+
+
+@pytest.mark.slow
+def test_research_protocol_follows_the_templates_with_their_t1_contrast():
+    research = compare_with_templates(require_shared(TEMPLATES), protocol="research3d")
+    assert research.disagreements() == []
+    for month in (6, 9, 12, 24):  # level d, where the instrument is reliable
+        assert abs(research.synthetic[("T1w", "d", month)] - research.template[("T1w", "d", month)]) < 0.2  # clinical: 0.35-0.62

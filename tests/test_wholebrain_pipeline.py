@@ -104,6 +104,17 @@ def test_bids_batch_reports_a_broken_infant_and_finishes_the_others(smoke_run, t
             json.loads((out / pid / "result.json").read_text())["estimate_months"], abs=1e-3)
         assert rows[pid]["grade"]  # ages come from participants.tsv
     assert "sub-002: skipped" in capsys.readouterr().out
+    # The batch folder is marked as ours; a second batch into it needs --overwrite, and then
+    # holds only the new batch's infants.
+    assert "kerasmyelin" in (out / "dataset_description.json").read_text()
+    assert main(["predict", "--model", str(smoke_run), "--bids", str(bids), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    shutil.rmtree(bids / "sub-002")
+    (out / "sub-001" / "stale.txt").write_text("from the first batch")
+    assert main(["predict", "--model", str(smoke_run), "--bids", str(bids), "--out", str(out), "--overwrite"]) == 0
+    assert not (out / "sub-001" / "stale.txt").exists() and not list(tmp_path.glob(".preds*"))
+    with open(out / "predictions.csv", newline="") as fh:
+        assert sorted(r["subject"] for r in csv.DictReader(fh)) == ["sub-001", "sub-003", "sub-004"]
 
 
 def test_csv_batch_names_bad_rows(smoke_run, tiny_cohort, tmp_path):

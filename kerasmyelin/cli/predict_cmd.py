@@ -164,6 +164,13 @@ def _run_cache(args: argparse.Namespace) -> int:
                "predicted_months": estimates}
     for pid, age, est in zip(columns["participant_id"], columns["age_months"], estimates):
         print(f"{pid}\tage {age:6.2f}\testimated {est:6.2f} months")
+    ages = columns["age_months"]
+    if ages.size >= 3 and np.all(np.isfinite(ages)) and np.ptp(ages) > 0:
+        from kerasmyelin.evaluation.metrics import age_metrics
+
+        m = age_metrics(ages, estimates)
+        print(f"{m['n']} infants: MAE {m['mae']:.2f} months, RMSE {m['rmse']:.2f}, Pearson r {m['pearson_r']:.3f}, "
+              f"Spearman r {m['spearman_r']:.3f}, mean error {m['bias']:+.2f}")
     if args.out:
         write_predictions(Path(args.out), columns)
         print(f"wrote {args.out}")

@@ -16,6 +16,7 @@ from kerasmyelin.io.atomic import staged_dir
 from kerasmyelin.io.nifti import load_volume
 from kerasmyelin.io.tables import parse_number, read_tsv
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
+from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS
 
 LEVEL_COLUMNS = tuple(f"slice_{k}" for k in LEVEL_KEYS)
 
@@ -31,6 +32,16 @@ def read_levels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
             raise InputError(f"{row['participant_id']}: negative slice index {bad}", path)
         out[row["participant_id"]] = levels
     return out
+
+
+def _age_months(row: dict[str, str], path: Path) -> float:
+    """The corrected age in months of one participants.tsv row: a number in AGE_RANGE_MONTHS."""
+    age = parse_number(row, "age_months", path)
+    lo, hi = AGE_RANGE_MONTHS
+    if not lo <= age <= hi:
+        raise InputError(f"{row['participant_id']}: age_months {age:g} is outside {lo:g} to {hi:g} months "
+                         "(corrected age in months expected; weeks or days?)", path)
+    return age
 
 
 def bids_anat_file(root: Path, participant_id: str, contrast: str) -> Path:
@@ -68,11 +79,12 @@ def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | 
     rows = [r for r in participants if r["participant_id"] in level_table]
     if not rows:
         raise InputError(f"no participant of {participants_path} has slice levels", levels)
+    ages_of = {r["participant_id"]: _age_months(r, participants_path) for r in rows}  # all checked first
     with staged_dir(out, overwrite) as tmp:
         images, ids, ages, subjects = {}, [], [], []
         for row in tqdm(rows, desc="prepare", unit="infant", disable=not progress):
             pid = row["participant_id"]
-            age = parse_number(row, "age_months", participants_path)
+            age = ages_of[pid]
             files, volumes = {}, {}
             for contrast in CONTRASTS:
                 path = bids_anat_file(root, pid, contrast)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def read_cache(folder: str | os.PathLike) -> TenSliceSet:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
         manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated or damaged
         raise InputError(f"ten-slice cache is unreadable ({exc})", folder) from None
     missing = [n for n in INPUT_NAMES + ("participant_id", "age_months") if n not in data]
     if missing:

@@ -62,8 +62,11 @@ QFORM_SFORM_TOLERANCE_MM = 1.0
 
 def _check_qform_sform(img, shape, path: Path) -> None:
     hdr = img.header
-    qform, qcode = hdr.get_qform(coded=True)
-    sform, scode = hdr.get_sform(coded=True)
+    try:
+        qform, qcode = hdr.get_qform(coded=True)
+        sform, scode = hdr.get_sform(coded=True)
+    except ValueError as exc:  # e.g. quaternion parameters that make no rotation
+        raise InputError(f"the header's qform or sform is unusable ({exc})", path) from None
     if not qcode or not scode or qform is None or sform is None:
         return
     corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1)
@@ -78,9 +81,10 @@ def _stored_voxel_sizes(img, path: Path) -> np.ndarray:
     """The voxel sizes as the file stores them: nibabel's loader silently turns negative ones
     positive, which hides a broken header."""
     zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
-    if isinstance(img, nib.Nifti1Image):  # Nifti2Image is a subclass
+    if isinstance(img, nib.Nifti1Pair):  # NIfTI-1 and -2, single file or .hdr/.img pair
+        header_file = img.file_map.get("header", img.file_map["image"]).filename or str(path)
         try:
-            with nib.openers.ImageOpener(str(path)) as f:
+            with nib.openers.ImageOpener(header_file) as f:
                 raw = type(img.header).from_fileobj(f, check=False)
             zooms = np.asarray(raw["pixdim"][1:1 + len(zooms)], dtype=np.float64)
         except Exception:  # unreadable here means nibabel already read it; keep its values
@@ -90,12 +94,46 @@ def _stored_voxel_sizes(img, path: Path) -> np.ndarray:
 
 # A header may claim any size; refuse before allocating (4096^3 float32 would be 256 GiB).
 MAX_VOXELS = 512 * 1024 * 1024
+# Deflate cannot shrink data more than 1032:1, so a .gz file of n bytes holds at most 1032 n
+# bytes: a header claiming more is refused before anything is inflated or allocated.
+MAX_DEFLATE_RATIO = 1032
+
+
+def _check_voxel_type(img, path: Path) -> None:
+    """Only real-valued voxels make an MR magnitude image: not complex, RGB or bit data."""
+    stored = img.get_data_dtype()
+    if stored.fields is not None or stored.kind not in "iuf":
+        label = nib.nifti1.data_type_codes.label.get(int(img.header["datatype"]), str(stored))
+        raise InputError(f"voxel type {label!r} is not a real-valued image (complex, RGB and bit data "
+                         "cannot be read as MR intensities)", path)
+
+
+def _check_data_fits(img, shape, path: Path) -> None:
+    """Refuse a header whose voxels cannot be in the file: truncated data, or a size bomb."""
+    data_file = Path(img.file_map["image"].filename or path)
+    stored = img.get_data_dtype()
+    offset = int(getattr(img.dataobj, "offset", 0))
+    needed = offset + int(np.prod(shape, dtype=np.int64)) * stored.itemsize
+    size = data_file.stat().st_size
+    name = data_file.name.lower()
+    if name.endswith(".gz"):
+        capacity = size * MAX_DEFLATE_RATIO
+        holds = f"a gzip file of {size} bytes can hold at most {capacity}"
+    elif name.endswith((".bz2", ".zst")):
+        raise InputError("only uncompressed (.nii) and gzip (.nii.gz) NIfTI files are read", path)
+    else:
+        capacity, holds = size, f"the file has {size}"
+    if needed > capacity:
+        raise InputError(f"the header's {'x'.join(map(str, shape))} voxels of {stored} need {needed} bytes but "
+                         f"{holds}: the file is truncated or its header claims a size it does not have",
+                         data_file)
 
 
 def _read_data(img, path: Path, shape, dtype) -> np.ndarray:
     """The voxels, decompressing a .gz with ISA-L when present (~4x faster than Python's gzip).
 
-    Called only after the header passed its checks, so the size is bounded by MAX_VOXELS.
+    Called only after the header passed its checks, so the size is bounded by MAX_VOXELS and
+    by what the file can hold (``_check_data_fits``).
     """
     if _gzip is gzip or path.suffix != ".gz":
         return np.asarray(img.dataobj, dtype=dtype).reshape(shape)
@@ -127,8 +165,9 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32) -> tuple[np.ndarra
 
     Raises:
         InputError: naming the file and the problem (missing, not NIfTI, truncated, not 3-D,
-            too large, non-positive voxel sizes, qform and sform that disagree, non-finite
-            voxels, constant image, unusable affine).
+            empty or too large, complex or RGB voxels, a header claiming more data than the file
+            holds, non-positive voxel sizes, qform and sform that disagree, non-finite voxels,
+            constant image, unusable affine).
     """
     path = Path(path)
     if not path.exists():
@@ -137,27 +176,39 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32) -> tuple[np.ndarra
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for bad files
         raise InputError(f"not a readable NIfTI file ({exc.__class__.__name__}: {exc})", path) from None
+    if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1 and -2; not MGH, MINC, Analyze ...
+        raise InputError(f"not a NIfTI file (it reads as {type(img).__name__}); convert it to .nii.gz", path)
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:
         raise InputError(f"expected a 3-D volume, got shape {img.shape}", path)
+    if min(shape) < 1:
+        raise InputError(f"header claims a volume of shape {shape}, with an empty or negative dimension", path)
     if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise InputError(f"header claims {shape} voxels, more than this reader accepts", path)
+    _check_voxel_type(img, path)
+    _check_data_fits(img, shape, path)
     zooms = _stored_voxel_sizes(img, path)
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
-        raise InputError(f"voxel sizes must be positive, got {tuple(zooms)}", path)
+        raise InputError(f"voxel sizes must be positive, got {tuple(float(z) for z in zooms)}", path)
     _check_qform_sform(img, shape, path)
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError("affine is singular or not finite", path)
     try:
-        data = _read_data(img, path, shape, dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as inf, refused below
+            data = _read_data(img, path, shape, dtype)
     except (EOFError, OSError, zlib.error, ValueError) as exc:
         raise InputError(f"image data could not be read; the file is truncated or corrupt ({exc})", path) from None
-    # Integer voxels (most MR files) cannot be NaN or infinite; only floats need the scan.
-    scaling = (float(getattr(img.dataobj, "slope", 1.0)), float(getattr(img.dataobj, "inter", 0.0)))
-    exact = np.issubdtype(img.get_data_dtype(), np.integer) and np.all(np.isfinite(scaling))
+    # Integer voxels (most MR files) cannot be NaN or infinite unless the header's scaling
+    # takes them out of the output type's range; only then, or for floats, is the scan needed.
+    slope, inter = float(getattr(img.dataobj, "slope", 1.0)), float(getattr(img.dataobj, "inter", 0.0))
+    stored = img.get_data_dtype()
+    exact = False
+    if np.issubdtype(stored, np.integer) and np.issubdtype(dtype, np.floating) and np.isfinite(slope + inter):
+        largest = max(abs(int(np.iinfo(stored).min)), int(np.iinfo(stored).max))
+        exact = abs(slope) * largest + abs(inter) < float(np.finfo(dtype).max)
     if not exact and not np.all(np.isfinite(data)):
         raise InputError(f"{int(np.size(data) - np.isfinite(data).sum())} voxels are NaN or infinite", path)
     if float(data.max()) == float(data.min()):

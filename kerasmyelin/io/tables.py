@@ -14,34 +14,43 @@ def read_tsv(path: str | os.PathLike, required: tuple[str, ...]) -> list[dict[st
     """Rows of a TSV file as dicts, checking the header and unique ``participant_id``.
 
     Raises:
-        InputError: naming the file (and line) for a missing file, missing columns, ragged
-            rows or duplicate participant ids.
+        InputError: naming the file (and line) for a missing file, text that is not UTF-8 or
+            not TSV, missing columns, ragged rows or duplicate participant ids.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError("file not found", path)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh, delimiter="\t")
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise InputError("file is empty", path) from None
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise InputError(f"missing column(s) {', '.join(missing)} (found: {', '.join(header)})", path)
-        rows, seen = [], set()
-        for lineno, fields in enumerate(reader, start=2):
-            if not any(f.strip() for f in fields):
-                continue
-            if len(fields) != len(header):
-                raise InputError(f"line {lineno} has {len(fields)} fields, the header has {len(header)}", path)
-            row = dict(zip(header, (f.strip() for f in fields)))
-            pid = row.get("participant_id")
-            if pid is not None:
-                if pid in seen:
-                    raise InputError(f"line {lineno}: participant_id {pid!r} appears twice", path)
-                seen.add(pid)
-            rows.append(row)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a leading BOM (Excel) is not text
+            return _rows(csv.reader(fh, delimiter="\t"), required, path)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8", path) from None
+    except csv.Error as exc:
+        raise InputError(f"not a readable TSV ({exc})", path) from None
+
+
+def _rows(reader, required: tuple[str, ...], path: Path) -> list[dict[str, str]]:
+    """The checked rows of ``read_tsv`` from a ``csv.reader``."""
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError("file is empty", path) from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)} (found: {', '.join(header)})", path)
+    rows, seen = [], set()
+    for lineno, fields in enumerate(reader, start=2):
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            raise InputError(f"line {lineno} has {len(fields)} fields, the header has {len(header)}", path)
+        row = dict(zip(header, (f.strip() for f in fields)))
+        pid = row.get("participant_id")
+        if pid is not None:
+            if pid in seen:
+                raise InputError(f"line {lineno}: participant_id {pid!r} appears twice", path)
+            seen.add(pid)
+        rows.append(row)
     return rows
 
 

@@ -59,6 +59,12 @@ class ModelConfig:
             raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         if self.initializer not in INITIALIZERS:
             raise ValueError(f"initializer must be one of {tuple(INITIALIZERS)}, got {self.initializer!r}")
+        sizes = {"image_size": (self.image_size,), "conv_filters": self.conv_filters,
+                 "kernel_size": (self.kernel_size,), "branch_units": (self.branch_units,),
+                 "side_units": self.side_units, "joint_units": self.joint_units}
+        for key, values in sizes.items():
+            if any(v < 1 for v in values):
+                raise ValueError(f"{key} must be at least 1, got {values if len(values) > 1 else values[0]}")
         if self.image_size < 4 * self.kernel_size:
             raise ValueError(f"image_size {self.image_size} is too small for two {self.kernel_size}x"
                              f"{self.kernel_size} convolutions and two poolings")

@@ -66,9 +66,23 @@ def _anat(folder: Path, stem: str, contrast: str) -> Path | None:
 
 
 def _read_table(path: Path, delimiter: str) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [{(k or "").strip(): (v or "").strip() for k, v in row.items()}
-                for row in csv.DictReader(fh, delimiter=delimiter)]
+    """Rows as dicts of stripped text; missing trailing cells read as ''.
+
+    A row with more cells than the header is refused: an unquoted delimiter inside a value
+    would shift every column after it.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a leading BOM (Excel) is not text
+        reader = csv.reader(fh, delimiter=delimiter)
+        header = [h.strip() for h in next(reader, [])]
+        rows = []
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) > len(header):
+                raise InputError(f"line {reader.line_num} has {len(fields)} fields, the header has {len(header)} "
+                                 f"(quote values that contain {delimiter!r})", path)
+            rows.append(dict(zip(header, [f.strip() for f in fields] + [""] * (len(header) - len(fields)))))
+    return rows
 
 
 def jobs_from_bids(root: str | os.PathLike) -> list[Job]:
@@ -138,12 +152,22 @@ def jobs_from_csv(path: str | os.PathLike) -> list[Job]:
             job.error = f"{path}: line {line}: subject {label!r} appears twice"
         seen.add(label)
         for contrast in ("t1w", "t2w"):
-            p = Path(row[contrast]).expanduser()
+            p = Path(row[contrast])
+            try:
+                p = p.expanduser()
+            except RuntimeError:  # "~someone" with no such user: keep the text as it is
+                pass
             p = p if p.is_absolute() else path.parent / p
-            if row[contrast] and p.is_file():
+            try:
+                found = bool(row[contrast]) and p.is_file()
+            except OSError as exc:  # a name too long for the file system, a loop of links ...
+                found, reason = False, exc.strerror or str(exc)
+            else:
+                reason = "file not found"
+            if found:
                 setattr(job, contrast, p)
             elif job.error is None:
-                job.error = f"{p}: file not found (line {line}, column {contrast})"
+                job.error = f"{p}: {reason} (line {line}, column {contrast})"
         try:
             job.age_months = parse_age(row.get("age_months"), f"{path} line {line}")
         except InputError as exc:
