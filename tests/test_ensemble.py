@@ -7,6 +7,7 @@ keras = pytest.importorskip("keras")
 
 from kerasmyelin.levels import INPUT_NAMES  # noqa: E402
 from kerasmyelin.models.ensemble import build_ensemble, combine, gate_weight  # noqa: E402
+from kerasmyelin.training.callbacks import save_keras_atomic  # noqa: E402
 from kerasmyelin.training.fit import load_trained  # noqa: E402
 
 SIZE = 8
@@ -15,10 +16,12 @@ SIZE = 8
 def stub_member(name: str, scale: float, offset: float):
     """A model over the ten named inputs returning scale * mean(t1w_a) + offset (months)."""
     inputs = {n: keras.Input(shape=(SIZE, SIZE, 1), name=n) for n in INPUT_NAMES}
-    x = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(inputs["t1w_a"])
+    # Flatten + Dense (layer types the project writes, so the safe loader admits it) as a mean.
+    x = keras.layers.Flatten(name=f"{name}_flat")(inputs["t1w_a"])
     out = keras.layers.Dense(1, name=f"{name}_age")(x)
     model = keras.Model(inputs, out, name=name)
-    model.get_layer(f"{name}_age").set_weights([np.array([[scale]], np.float32), np.array([offset], np.float32)])
+    kernel = np.full((SIZE * SIZE, 1), scale / (SIZE * SIZE), np.float32)
+    model.get_layer(f"{name}_age").set_weights([kernel, np.array([offset], np.float32)])
     return model
 
 
@@ -63,8 +66,7 @@ def test_ensemble_is_one_graph_that_reloads_safely(tmp_path):
     ens = build_ensemble([("young", young), ("old", old)], rule="gate", name="ens")
     x = batch([0.5, 6.0, 11.0, 30.0])
     before = ens.predict(x, verbose=0)
-    path = tmp_path / "ens.keras"
-    ens.save(path)
+    path = save_keras_atomic(ens, tmp_path / "ens.keras")
     again = load_trained(path)
     np.testing.assert_allclose(again.predict(x, verbose=0), before, atol=1e-6)
     assert again.get_layer("ensemble_age").rule == "gate"

@@ -28,6 +28,7 @@ import pytest
 pytest.importorskip("keras")
 
 from kerasmyelin.cli.main import main
+from kerasmyelin.io.model_files import record
 from kerasmyelin.io.nifti import write_nifti
 from tests.conftest import REPO, learnable_tenslice
 
@@ -100,6 +101,8 @@ def assets(tmp_path_factory):
     x = keras.Input((4,), name="x")
     keras.Model(x, keras.layers.Dense(1, name="age")(x)).save(root / "dense.keras")
     keras.Model(x, keras.layers.Lambda(lambda v: v * 2.0, name="double")(x)).save(root / "lambda.keras")
+    for name in ("tiny", "dense", "lambda"):  # listed in SHA256SUMS: the later checks are reached
+        record(root / f"{name}.keras")
     return {"model": model, "dense": root / "dense.keras", "lambda": root / "lambda.keras",
             "cache": learnable_tenslice(root / "tenslice", n=8, size=32)}
 
@@ -410,13 +413,33 @@ def model_of_another_architecture(s):
 
 
 def model_with_lambda_layer(s):
-    return Expect(s.predict_pair(model=s.assets["lambda"]), s.assets["lambda"], "`Lambda` layer")
+    return Expect(s.predict_pair(model=s.assets["lambda"]), s.assets["lambda"], "never writes: Lambda")
 
 
 def model_not_a_zip(s):
     bad = s.root / "model.keras"
     bad.write_bytes(b"PK\x03\x04 not really a keras archive")
-    return Expect(s.predict_pair(model=bad), bad, "cannot load this model")
+    record(bad)
+    return Expect(s.predict_pair(model=bad), bad, "not a zip file")
+
+
+def model_not_in_manifest(s):
+    import shutil
+
+    copy = s.root / "elsewhere" / "tiny.keras"
+    copy.parent.mkdir()
+    shutil.copy(s.assets["model"], copy)  # the bytes kerasmyelin wrote, without their manifest
+    return Expect(s.predict_pair(model=copy), copy, "not listed in")
+
+
+def model_changed_after_writing(s):
+    import shutil
+
+    folder = s.root / "tampered"
+    shutil.copytree(s.assets["model"].parent, folder, ignore=shutil.ignore_patterns("tenslice"))
+    changed = folder / "tiny.keras"
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    return Expect(s.predict_pair(model=changed), changed, "changed after kerasmyelin wrote it")
 
 
 def config_unknown_key(s):
@@ -509,6 +532,8 @@ CASES = {
     "config that is not YAML": config_not_yaml,
     "--set value that is not YAML": config_override_not_yaml,
     "truncated ten-slice cache": cache_truncated,
+    "model file missing from SHA256SUMS": model_not_in_manifest,
+    "model file changed after it was written": model_changed_after_writing,
 }
 
 

@@ -15,7 +15,7 @@ EXAMPLES = """examples:
 kerasmyelin sets TensorFlow's CPU settings when it is imported first (docs/performance.md).
 """
 PACKAGES = ("kerasmyelin", "tensorflow-cpu", "tensorflow", "keras", "numpy", "nibabel", "scipy",
-            "scikit-learn", "nilearn", "matplotlib")
+            "scikit-learn", "nilearn", "matplotlib", "pillow", "pydicom", "dcm2niix")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

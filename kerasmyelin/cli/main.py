@@ -9,19 +9,24 @@ import sys
 
 from kerasmyelin import __version__
 from kerasmyelin.cli import (
+    convert_dicom_cmd,
     doctor_cmd,
     evaluate_cmd,
+    export_cmd,
+    export_nnc_cmd,
     predict_cmd,
     prepare_cmd,
     reproduce_cmd,
     synth_cmd,
     train_cmd,
+    trust_cmd,
     validate_cmd,
 )
 from kerasmyelin.errors import KerasMyelinError
 from kerasmyelin.runtime import import_tensorflow_quietly
 
-COMMANDS = (reproduce_cmd, synth_cmd, prepare_cmd, validate_cmd, train_cmd, evaluate_cmd, predict_cmd, doctor_cmd)
+COMMANDS = (reproduce_cmd, synth_cmd, prepare_cmd, convert_dicom_cmd, export_nnc_cmd, validate_cmd, train_cmd,
+            evaluate_cmd, predict_cmd, export_cmd, trust_cmd, doctor_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""``kerasmyelin prepare``: build the ten-slice cache from a BIDS folder and known slice levels."""
+"""``kerasmyelin prepare``: build the ten-slice cache from a BIDS folder and known slice levels,
+or from a Neural Network Console dataset."""
 
 from __future__ import annotations
 
@@ -6,30 +7,60 @@ import argparse
 
 USES_TENSORFLOW = False  # no TensorFlow start-up for this command
 NAME = "prepare"
-HELP = "Prepare the paper's ten 128x128 images per infant from a BIDS folder and a table of slice levels."
+HELP = ("Prepare the paper's ten 128x128 images per infant from a BIDS folder and a table of slice levels, "
+        "or import them from a Neural Network Console dataset.")
 EXAMPLES = """examples:
   # re-prepare a synthetic cohort from its NIfTI files and ground-truth levels
   kerasmyelin prepare --bids cohort --levels cohort/derivatives/synth_truth/truth.tsv --out prep
+  # bring a Neural Network Console dataset (index.csv + PNG/BMP slices) to kerasmyelin
+  kerasmyelin prepare --nnc nnc_dataset/index.csv --out prep
 The levels table has participant_id and slice_a ... slice_e (0-based axial slice indices of the
-RAS-reoriented volume). Ages come from the BIDS participants.tsv (age_months, corrected age).
+RAS-reoriented volume). Ages come from the BIDS participants.tsv (age_months, corrected age in
+months; or chronological_age_months and gestational_age_weeks, from which it is computed).
+An NNC index.csv has ten image columns named like T1w_a ... T2w_e (x__0:T1w a, t1_a, T1a, ...;
+or exactly ten unnamed ones, taken as T1w a-e then T2w a-e) and the age column y or age_months
+(corrected age, months). Every accepted input: docs/inputs.md.
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bids", required=True, help="BIDS raw data set (participants.tsv, sub-*/anat/*_T1w.nii.gz)")
-    p.add_argument("--levels", required=True, help="TSV with participant_id and slice_a ... slice_e")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bids", help="BIDS raw data set (participants.tsv, sub-*/anat/*_T1w.nii.gz)")
+    source.add_argument("--nnc", metavar="INDEX_CSV",
+                        help="Neural Network Console dataset CSV (image paths relative to it, age in months)")
+    p.add_argument("--levels", help="with --bids: TSV with participant_id and slice_a ... slice_e")
     p.add_argument("--out", required=True, help="output folder for tenslice.npz and manifest.json")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--intensity-reference", choices=("head", "brain_core"), default="head",
-                   help="voxels whose 99.5th percentile scales each image: every head voxel (the paper's "
-                        "reading, default) or those >= 20 mm inside the head (robust to skull-stripping)")
+                   help="with --bids: voxels whose 99.5th percentile scales each image: every head voxel (the "
+                        "paper's reading, default) or those >= 20 mm inside the head (robust to skull-stripping)")
+    p.add_argument("--nnc-intensity", choices=("image", "head"), default="image",
+                   help="with --nnc: keep the images' own 0-1 scale (255 or 65535 -> 1, as NNC normalises; "
+                        "default) or rescale each contrast's five slices so the head's 99.5th percentile is 1, "
+                        "as --bids does (use it when the model will later read NIfTI scans)")
+    p.add_argument("--image-size", type=int, default=128,
+                   help="with --nnc: side of the cache's images; other sizes are resized (default 128)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.nnc:
+        from kerasmyelin.data.nnc import import_nnc
+        from kerasmyelin.errors import InputError
+
+        if args.levels:
+            raise InputError("--levels belongs to --bids: an NNC dataset already holds the chosen slices")
+        out = import_nnc(args.nnc, args.out, image_size=args.image_size, intensity=args.nnc_intensity,
+                         overwrite=args.overwrite, progress=not args.quiet)
+        print(f"wrote the ten-slice cache to {out}")
+        return 0
+
     from kerasmyelin.data.build import prepare_bids
     from kerasmyelin.data.prepare import PrepConfig
+    from kerasmyelin.errors import InputError
 
+    if not args.levels:
+        raise InputError("--bids needs --levels (a TSV with participant_id and slice_a ... slice_e)")
     config = PrepConfig(intensity_reference=args.intensity_reference)
     out = prepare_bids(args.bids, args.levels, args.out, overwrite=args.overwrite, progress=not args.quiet,
                        config=config)

@@ -12,11 +12,12 @@ from kerasmyelin import __version__
 from kerasmyelin.data.cache import write_cache
 from kerasmyelin.data.prepare import PrepConfig, prepare_subject
 from kerasmyelin.errors import InputError
+from kerasmyelin.io.ages import CHRONOLOGICAL_COLUMN, GESTATIONAL_COLUMN
 from kerasmyelin.io.atomic import staged_dir
 from kerasmyelin.io.nifti import load_volume
 from kerasmyelin.io.tables import parse_number, read_tsv
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
-from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS
+from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS, row_age_months
 
 LEVEL_COLUMNS = tuple(f"slice_{k}" for k in LEVEL_KEYS)
 
@@ -35,7 +36,16 @@ def read_levels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
 
 
 def _age_months(row: dict[str, str], path: Path) -> float:
-    """The corrected age in months of one participants.tsv row: a number in AGE_RANGE_MONTHS."""
+    """The corrected age in months of one participants.tsv row: a number in AGE_RANGE_MONTHS.
+
+    ``age_months`` when filled in; otherwise computed from ``chronological_age_months`` and
+    ``gestational_age_weeks`` (``io.ages``) when the row has both.
+    """
+    if row.get(CHRONOLOGICAL_COLUMN, "").strip() or row.get(GESTATIONAL_COLUMN, "").strip():
+        try:
+            return row_age_months(row, row["participant_id"])
+        except InputError as exc:
+            raise InputError(exc.problem, path) from None
     age = parse_number(row, "age_months", path)
     lo, hi = AGE_RANGE_MONTHS
     if not lo <= age <= hi:
@@ -71,7 +81,12 @@ def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | 
 
     root = Path(bids)
     participants_path = root / "participants.tsv"
-    participants = read_tsv(participants_path, ("participant_id", "age_months"))
+    participants = read_tsv(participants_path, ("participant_id",))
+    columns = set(participants[0]) if participants else set()
+    if participants and "age_months" not in columns and not {CHRONOLOGICAL_COLUMN, GESTATIONAL_COLUMN} <= columns:
+        raise InputError(f"missing column(s) age_months (found: {', '.join(participants[0])}); give the corrected "
+                         f"age in months, or {CHRONOLOGICAL_COLUMN} and {GESTATIONAL_COLUMN} to compute it",
+                         participants_path)
     level_table = read_levels(levels)
     unknown = sorted(set(level_table) - {r["participant_id"] for r in participants})
     if unknown:

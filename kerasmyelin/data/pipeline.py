@@ -42,7 +42,7 @@ def _augment(inputs, age, seed):
 
 
 def make_dataset(data: TenSliceSet, indices, batch_size: int, *, training: bool, seed: int = 0,
-                 augment: bool = False):
+                 augment: bool = False, skip_batches: int = 0):
     """A ``tf.data.Dataset`` of (inputs dict, age) batches for the infants at ``indices``.
 
     Args:
@@ -52,6 +52,9 @@ def make_dataset(data: TenSliceSet, indices, batch_size: int, *, training: bool,
         training: shuffle (seeded), optionally augment, and repeat forever.
         seed: shuffle and augmentation seed.
         augment: training-only augmentation (``_augment``); ignored when not training.
+        skip_batches: start the training stream this many batches in. The stream (shuffle order
+            and augmentation draws) depends only on ``seed``, so a run resumed after N epochs of
+            S steps passes N * S and sees exactly the batches the uninterrupted run saw.
 
     Returns:
         Dataset of ({name: (B, H, W, 1) float32}, (B, 1) float32 age in months).
@@ -68,6 +71,9 @@ def make_dataset(data: TenSliceSet, indices, batch_size: int, *, training: bool,
         ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True).repeat()
         if augment:
             seeds = tf.data.Dataset.random(seed=seed).batch(2).map(lambda s: tf.cast(s, tf.int64))
-            ds = tf.data.Dataset.zip((ds, seeds)).map(lambda xy, s: _augment(xy[0], xy[1], s),
-                                                       num_parallel_calls=tf.data.AUTOTUNE)
+            ds = tf.data.Dataset.zip((ds, seeds))
+        # Skipped before augmenting: passing over 10^5 samples costs a second, not their maps.
+        ds = ds.skip(int(skip_batches) * batch_size)
+        if augment:
+            ds = ds.map(lambda xy, s: _augment(xy[0], xy[1], s), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

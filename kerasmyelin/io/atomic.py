@@ -43,7 +43,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-_MARKERS = ("dataset_description.json", "manifest.json", "result.json")
+# export.json: inside a SavedModel folder written by kerasmyelin export
+_MARKERS = ("dataset_description.json", "manifest.json", "result.json", "export.json")
 
 
 def written_by_kerasmyelin(folder: Path) -> bool:

@@ -69,19 +69,22 @@ def _combiner_class():
 _COMBINER = None
 
 
-def combiner_layer(rule: str, blend_months, name: str = "ensemble_age"):
-    """An ``EnsembleCombiner`` layer (the class is made once, when Keras is first needed)."""
+def combiner_class():
+    """The ``EnsembleCombiner`` layer class (made once, when Keras is first needed)."""
     global _COMBINER
     if _COMBINER is None:
         _COMBINER = _combiner_class()
-    return _COMBINER(rule=rule, blend_months=blend_months, name=name)
+    return _COMBINER
+
+
+def combiner_layer(rule: str, blend_months, name: str = "ensemble_age"):
+    """An ``EnsembleCombiner`` layer."""
+    return combiner_class()(rule=rule, blend_months=blend_months, name=name)
 
 
 def register_custom_objects() -> None:
     """Make ``EnsembleCombiner`` known to ``keras.models.load_model`` (safe_mode stays on)."""
-    global _COMBINER
-    if _COMBINER is None:
-        _COMBINER = _combiner_class()
+    combiner_class()
 
 
 def build_ensemble(members, rule: str = "gate", blend_months=(8.0, 16.0), name: str = "myelin_ensemble"):

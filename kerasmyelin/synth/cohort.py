@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kerasmyelin.io.ages import WEEKS_PER_MONTH
 from kerasmyelin.synth.growth import LOG_SD, SEX_FACTOR, brain_volume_ml
 from kerasmyelin.synth.relaxation import check_field_strength
 from kerasmyelin.synth.sequences import Scanner, scanner_for
-
-WEEKS_PER_MONTH = 365.25 / 12 / 7  # 4.348
 
 
 @dataclass(frozen=True)

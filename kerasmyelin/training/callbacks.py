@@ -17,9 +17,12 @@ import os
 import time
 from pathlib import Path
 
+from kerasmyelin.errors import TrainingError
 from kerasmyelin.io.atomic import write_text_atomic
 
 BACKUP_DIR = "backup"
+BACKUP_STATE = "training_metadata.json"  # Keras' name: backups written before this format still resume
+LEGACY_BACKUP_WEIGHTS = "latest.weights.h5"  # keras.callbacks.BackupAndRestore's file
 BEST_FILE = "best.keras"
 BEST_INFO = "best.json"
 HISTORY_FILE = "history.csv"
@@ -28,7 +31,10 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def save_keras_atomic(model, path: str | os.PathLike) -> Path:
-    """``model.save`` to a temporary sibling, then rename: a crash never leaves half a file."""
+    """``model.save`` to a temporary sibling, then rename: a crash never leaves half a file. The
+    file's sha256 goes into its folder's ``SHA256SUMS``, which every load checks."""
+    from kerasmyelin.io.model_files import record
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
@@ -38,7 +44,30 @@ def save_keras_atomic(model, path: str | os.PathLike) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
+    record(path)
     return path
+
+
+def read_backup_state(backup_dir: str | os.PathLike) -> dict | None:
+    """``{"epoch": epochs done, "weights": file name}`` of a folder's last complete backup, or None.
+
+    Reads this project's state file and, for runs begun before it, the one Keras'
+    ``BackupAndRestore`` writes (its weights are always ``latest.weights.h5``).
+    """
+    path = Path(backup_dir) / BACKUP_STATE
+    try:
+        state = json.loads(path.read_text())
+        epoch = int(state["epoch"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TrainingError(f"{path}: unreadable backup state ({exc}); delete {Path(backup_dir).parent} "
+                            "to train this network again") from None
+    weights = str(state.get("weights", LEGACY_BACKUP_WEIGHTS))
+    if epoch < 0 or "/" in weights or not (Path(backup_dir) / weights).is_file():
+        raise TrainingError(f"{path}: names a backup that is not there ({weights}); delete "
+                            f"{Path(backup_dir).parent} to train this network again")
+    return {"epoch": epoch, "weights": weights}
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
@@ -68,21 +97,51 @@ def _keras_callbacks():
     """Callback classes built on Keras (made when Keras is first needed, not at import)."""
     import keras
 
-    class PeriodicBackup(keras.callbacks.BackupAndRestore):
-        """``BackupAndRestore`` that saves every ``every`` epochs (weights and optimizer state,
-        two generations kept) instead of every epoch: a backup costs ~80 MB of writing."""
+    class PeriodicBackup(keras.callbacks.Callback):
+        """Weights and optimizer state every ``every`` epochs (a backup costs ~80 MB of writing),
+        restored when a killed run is started again.
+
+        Unlike ``keras.callbacks.BackupAndRestore``, whose weights file and epoch counter are two
+        files written one after the other (a kill between them resumes the wrong epoch with
+        newer weights), each backup's weights go to their own epoch-named file first and the
+        state file naming them is replaced atomically last: whatever instant the process dies,
+        the state file names a complete backup. The previous backup is kept until the next
+        one is complete.
+        """
 
         def __init__(self, backup_dir, every: int):
-            # delete_checkpoint=False: the backup goes only after final.keras is safely written
-            # (fit.train_network), so a kill between the two loses nothing.
-            super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
+            super().__init__()
+            self.backup_dir = Path(backup_dir)
             self.every = every
 
+        def on_train_begin(self, logs=None):
+            state = read_backup_state(self.backup_dir)
+            if state is None:
+                return
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(str(self.backup_dir / state["weights"]))
+            self.model._initial_epoch = state["epoch"]  # what BackupAndRestore sets; fit reads it
+
         def on_epoch_end(self, epoch, logs=None):
-            self._current_epoch = epoch + 1
-            self._last_batch_seen = 0
             if (epoch + 1) % self.every == 0:
-                self._save_model()
+                self._save(epoch + 1)
+
+        def _save(self, epochs_done: int):
+            self.backup_dir.mkdir(parents=True, exist_ok=True)
+            name = f"epoch-{epochs_done:05d}.weights.h5"
+            tmp = self.backup_dir / f".{name}.{os.getpid()}.tmp.weights.h5"
+            try:
+                self.model.save_weights(str(tmp), overwrite=True)  # model and optimizer variables
+                os.replace(tmp, self.backup_dir / name)
+            finally:
+                tmp.unlink(missing_ok=True)
+            previous = read_backup_state(self.backup_dir)
+            write_text_atomic(self.backup_dir / BACKUP_STATE, json.dumps({"epoch": epochs_done, "weights": name}))
+            keep = {name, previous["weights"] if previous else name, BACKUP_STATE}
+            for old in self.backup_dir.iterdir():
+                if old.name not in keep and not old.name.startswith("."):
+                    old.unlink(missing_ok=True)
 
     class BestCheckpoint(keras.callbacks.Callback):
         """Keep the weights with the lowest ``monitor`` in ``best.keras`` (no optimizer state).

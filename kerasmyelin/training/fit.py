@@ -21,6 +21,7 @@ from kerasmyelin.training.callbacks import (
     BACKUP_DIR,
     BEST_FILE,
     make_callbacks,
+    read_backup_state,
     save_keras_atomic,
 )
 
@@ -43,13 +44,11 @@ def compile_for_training(model, train) -> None:
 
 
 def load_trained(path: str | os.PathLike):
-    """A ``.keras`` file written by kerasmyelin, loaded with ``safe_mode`` on."""
-    import keras
+    """A ``.keras`` file written by kerasmyelin: its checksum and layer types checked, then
+    loaded with ``safe_mode`` on (``io.model_files``)."""
+    from kerasmyelin.io.model_files import load_keras_model
 
-    from kerasmyelin.models.ensemble import register_custom_objects
-
-    register_custom_objects()
-    return keras.models.load_model(str(path), compile=False, safe_mode=True)
+    return load_keras_model(path)
 
 
 def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, folder: str | os.PathLike,
@@ -95,8 +94,11 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         elif train.select == "best" or train.early_stopping_patience:
             raise TrainingError(f"{title or name}: select=best and early stopping need validation infants, "
                                 f"and none fall in this network's age range ({folder})")
+        # A resumed run picks the training stream up where its backup left it, so the result
+        # equals an uninterrupted run's bit for bit (tests/test_kill_resume.py).
+        resumed = read_backup_state(folder / BACKUP_DIR)
         dataset = make_dataset(data, train_idx, train.batch_size, training=True, seed=train.seed,
-                               augment=train.augment)
+                               augment=train.augment, skip_batches=steps * resumed["epoch"] if resumed else 0)
         callbacks = make_callbacks(folder, train, validation=bool(val_idx.size), title=title or name,
                                    progress=progress)
         log.info("training %s on %d infants (%d validation), %d epochs", title or name, len(train_idx),

@@ -4,8 +4,11 @@ A BIDS raw folder gives one job per subject (or per session: ``sub-01/ses-02/ana
 sub-01_ses-02_T1w.nii.gz``), its corrected age from ``participants.tsv`` (column
 ``age_months``; per session from ``sub-01/sub-01_sessions.tsv`` when that has it). A CSV list
 has columns ``subject, t1w, t2w`` and optionally ``age_months``; relative paths are taken from
-the CSV's folder. Problems of one row (a missing file, an unreadable age) become that job's
-error, reported and skipped by the batch; only an unusable list as a whole stops it.
+the CSV's folder. Where a row has no corrected age but ``chronological_age_months`` and
+``gestational_age_weeks``, the corrected age is computed from them (``io.ages``; in a
+sessions.tsv the gestational age may come from participants.tsv). Problems of one row (a
+missing file, an unreadable age) become that job's error, reported and skipped by the batch;
+only an unusable list as a whole stops it. Accepted columns and units: docs/inputs.md.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kerasmyelin.errors import InputError
+from kerasmyelin.io.ages import CHRONOLOGICAL_COLUMN, CORRECTED_COLUMN, GESTATIONAL_COLUMN, corrected_age_months
 from kerasmyelin.io.tables import read_tsv
 
 AGE_RANGE_MONTHS = (-3.0, 60.0)
@@ -43,18 +47,53 @@ class Job:
     error: str | None = None
 
 
+def _blank(text: str | None) -> bool:
+    """An empty cell: '', 'n/a', 'na' or 'nan' (any case)."""
+    return text is None or text.strip().lower() in ("", "n/a", "na", "nan")
+
+
 def parse_age(text: str | None, where: str) -> float | None:
     """A corrected age in months from a table cell; '' / 'n/a' -> None; a bad value -> InputError."""
-    if text is None or text.strip().lower() in ("", "n/a", "na", "nan"):
+    if _blank(text):
         return None
     try:
         value = float(text)
     except ValueError:
         raise InputError(f"{where}: age {text!r} is not a number of months") from None
+    return _in_range(value, text, where)
+
+
+def _in_range(value: float, text: str, where: str) -> float:
     if not math.isfinite(value) or not AGE_RANGE_MONTHS[0] <= value <= AGE_RANGE_MONTHS[1]:
         raise InputError(f"{where}: age {text} is outside {AGE_RANGE_MONTHS[0]:g} to {AGE_RANGE_MONTHS[1]:g} "
                          "months (corrected age in months expected; weeks or days?)")
     return value
+
+
+def row_age_months(row: dict[str, str], where: str) -> float | None:
+    """The corrected age in months of one table row, or None when the row gives none.
+
+    ``age_months`` is used when filled in; otherwise ``chronological_age_months`` and
+    ``gestational_age_weeks`` together give it (``io.ages.corrected_age_months``). One of the
+    two without the other, or values out of range, is an InputError naming ``where``.
+    """
+    age = parse_age(row.get(CORRECTED_COLUMN), where)
+    if age is not None:
+        return age
+    chronological, gestational = row.get(CHRONOLOGICAL_COLUMN), row.get(GESTATIONAL_COLUMN)
+    if _blank(chronological) and _blank(gestational):
+        return None
+    if _blank(chronological) or _blank(gestational):
+        given, missing = ((GESTATIONAL_COLUMN, CHRONOLOGICAL_COLUMN) if _blank(chronological)
+                          else (CHRONOLOGICAL_COLUMN, GESTATIONAL_COLUMN))
+        raise InputError(f"{where}: {given} is given but {missing} is not; the corrected age needs both "
+                         f"(or give {CORRECTED_COLUMN})")
+    try:
+        corrected = corrected_age_months(chronological, gestational)
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    return _in_range(corrected, f"{corrected:.2f} (corrected from {CHRONOLOGICAL_COLUMN} {chronological} and "
+                                f"{GESTATIONAL_COLUMN} {gestational})", where)
 
 
 def _anat(folder: Path, stem: str, contrast: str) -> Path | None:
@@ -93,39 +132,56 @@ def jobs_from_bids(root: str | os.PathLike) -> list[Job]:
     subjects = sorted(p for p in root.glob("sub-*") if p.is_dir())
     if not subjects:
         raise InputError("no sub-* folders: not a BIDS raw data set", root)
-    ages: dict[str, str] = {}
+    rows: dict[str, dict[str, str]] = {}
     participants = root / "participants.tsv"
     if participants.is_file():
         for row in read_tsv(participants, ("participant_id",)):  # refuses duplicate ids, ragged rows
-            if "age_months" in row and row.get("participant_id"):
-                ages[row["participant_id"]] = row["age_months"]
+            if row.get("participant_id"):
+                rows[row["participant_id"]] = row
     jobs = []
     for sub in subjects:
         sessions = sorted(p for p in sub.glob("ses-*") if p.is_dir())
-        session_ages = {}
+        session_rows = {}
         table = sub / f"{sub.name}_sessions.tsv"
         if sessions and table.is_file():
-            session_ages = {r["session_id"]: r.get("age_months") for r in read_tsv(table, ("session_id",))}
+            session_rows = {r["session_id"]: r for r in read_tsv(table, ("session_id",))}
         for folder, label in ([(s, f"{sub.name}_{s.name}") for s in sessions] or [(sub, sub.name)]):
             anat = folder / "anat"
             job = Job(label, _anat(anat, label, "T1w"), _anat(anat, label, "T2w"))
             missing = [c for c, p in (("T1w", job.t1w), ("T2w", job.t2w)) if p is None]
             if missing:
                 job.error = f"{anat}: no {' or '.join(f'{label}_{c}.nii[.gz]' for c in missing)}"
-            age_text = session_ages.get(folder.name) if folder is not sub else None
-            where = f"{table} {folder.name}"
-            if age_text is None:
-                age_text, where = ages.get(sub.name), f"{participants} {sub.name}"
+            row, from_session = _age_row(rows.get(sub.name, {}),
+                                         session_rows.get(folder.name) if folder is not sub else None)
+            where = f"{table} {folder.name}" if from_session else f"{participants} {sub.name}"
             try:
-                job.age_months = parse_age(age_text, where)
+                job.age_months = row_age_months(row, where)
             except InputError as exc:
                 job.error = job.error or str(exc)
             jobs.append(job)
     return jobs
 
 
+def _age_row(participant: dict[str, str], session: dict[str, str] | None) -> tuple[dict[str, str], bool]:
+    """The cells that give one session's age, and whether they come from the sessions table.
+
+    A session row with an age of its own (corrected, or chronological with the gestational age
+    from either table) wins; otherwise the participant's age applies.
+    """
+    if session is not None and not (_blank(session.get(CORRECTED_COLUMN)) and
+                                    _blank(session.get(CHRONOLOGICAL_COLUMN))):
+        gestational = session.get(GESTATIONAL_COLUMN)
+        if _blank(gestational):
+            gestational = participant.get(GESTATIONAL_COLUMN)
+        return {CORRECTED_COLUMN: session.get(CORRECTED_COLUMN, ""),
+                CHRONOLOGICAL_COLUMN: session.get(CHRONOLOGICAL_COLUMN, ""),
+                GESTATIONAL_COLUMN: gestational or ""}, True
+    return participant, False
+
+
 def jobs_from_csv(path: str | os.PathLike) -> list[Job]:
-    """One job per row of a CSV with columns subject, t1w, t2w[, age_months]."""
+    """One job per row of a CSV with columns subject, t1w, t2w[, age_months | chronological_age_months,
+    gestational_age_weeks]."""
     path = Path(path)
     if not path.is_file():
         raise InputError("file not found", path)
@@ -169,7 +225,7 @@ def jobs_from_csv(path: str | os.PathLike) -> list[Job]:
             elif job.error is None:
                 job.error = f"{p}: {reason} (line {line}, column {contrast})"
         try:
-            job.age_months = parse_age(row.get("age_months"), f"{path} line {line}")
+            job.age_months = row_age_months(row, f"{path} line {line}")
         except InputError as exc:
             job.error = job.error or str(exc)
         jobs.append(job)

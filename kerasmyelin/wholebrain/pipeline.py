@@ -263,6 +263,8 @@ def load_checked_model(path: str | os.PathLike):
     path = Path(path)
     try:
         model = load_trained(path)
+    except InputError:
+        raise
     except Exception as exc:  # Keras raises many types for a foreign or damaged file
         raise InputError(f"cannot load this model ({type(exc).__name__}: {exc})", path) from None
     names = sorted(model_input_names(model))

@@ -1,0 +1,154 @@
+"""Model files kerasmyelin will load: its own ``.keras`` archives, checked before Keras sees them.
+
+A ``.keras`` archive is a zip of ``config.json`` (the graph: every layer's class and settings),
+``model.weights.h5`` and ``metadata.json``. Keras rebuilds the graph from the config, so a crafted
+file can name classes that run code (a ``Lambda`` layer carries marshalled Python). Three checks
+run before ``keras.models.load_model`` is called, and Keras itself then runs with ``safe_mode``:
+
+1. **Allow-list.** Every ``class_name`` in the config (layers, initialisers, dtype policies, the
+   compile config's optimizer) must be one this project builds, from a module under ``keras`` or
+   ``kerasmyelin``. Anything else is refused by name.
+2. **Checksum manifest.** Each folder holding model files has a ``SHA256SUMS`` file (the format of
+   ``sha256sum``) listing them; it is updated whenever kerasmyelin saves a model there and checked
+   on every load. A model file it does not list, or one whose bytes changed, is refused.
+3. **Shape of the archive.** It must be a zip holding exactly the three members Keras writes.
+
+A model from an older kerasmyelin, or one copied without its manifest, can be admitted on purpose
+with ``kerasmyelin trust FILE``: the allow-list check runs and the file's hash is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from kerasmyelin.errors import InputError
+from kerasmyelin.io.atomic import sha256_file, write_text_atomic
+
+MANIFEST = "SHA256SUMS"
+ARCHIVE_MEMBERS = frozenset({"config.json", "model.weights.h5", "metadata.json"})
+# Everything the network, the ensemble, the fold average and the training compile config use.
+ALLOWED_CLASSES = frozenset({
+    "Functional", "InputLayer", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Concatenate", "Average",
+    "EnsembleCombiner", "GlorotUniform", "GlorotNormal", "Zeros", "DTypePolicy", "FloatDTypePolicy",
+    "__keras_tensor__", "Adam", "FusedAdam",
+})
+ALLOWED_MODULES = ("keras", "kerasmyelin")
+MAX_CONFIG_BYTES = 16 * 1024 * 1024  # the paper ensemble's config is ~0.3 MB
+
+
+def _walk_classes(node, found: set[tuple[str, str]]) -> None:
+    if isinstance(node, dict):
+        if "class_name" in node:
+            found.add((str(node["class_name"]), str(node.get("module") or "")))
+        for value in node.values():
+            _walk_classes(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _walk_classes(value, found)
+
+
+def check_archive(path: str | os.PathLike) -> dict:
+    """Refuse a ``.keras`` file that is not a plain archive of the project's layer types.
+
+    Returns:
+        The parsed ``config.json``.
+
+    Raises:
+        InputError: naming the file and the foreign member or class.
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise InputError("not a .keras archive (not a zip file)", path)
+    with zipfile.ZipFile(path) as z:
+        members = {i.filename for i in z.infolist()}
+        if members != ARCHIVE_MEMBERS:
+            extra, missing = sorted(members - ARCHIVE_MEMBERS), sorted(ARCHIVE_MEMBERS - members)
+            raise InputError(f"not an archive kerasmyelin writes (unexpected members {extra}, missing {missing})", path)
+        if z.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+            raise InputError("config.json is implausibly large for this network", path)
+        try:
+            config = json.loads(z.read("config.json"))
+        except (ValueError, zipfile.BadZipFile, OSError) as exc:
+            raise InputError(f"config.json cannot be read ({exc})", path) from None
+    found: set[tuple[str, str]] = set()
+    _walk_classes(config, found)
+    foreign = sorted(name for name, module in found if name not in ALLOWED_CLASSES)
+    if foreign:
+        hint = " (a Lambda layer carries Python code)" if "Lambda" in foreign else ""
+        raise InputError(f"holds layer or object types kerasmyelin never writes: {', '.join(foreign)}{hint}; "
+                         "refusing to load it", path)
+    modules = sorted({m for _, m in found if m and m.split(".")[0] not in ALLOWED_MODULES})
+    if modules:
+        raise InputError(f"refers to code outside keras and kerasmyelin ({', '.join(modules)}); refusing to load it",
+                         path)
+    return config
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, str]:
+    """File name -> hex sha256 from ``folder/SHA256SUMS`` ({} when there is none)."""
+    path = Path(folder) / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"checksum manifest cannot be read ({exc})", path) from None
+    entries = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or "/" in name:
+            raise InputError(f"line {n} is not '<sha256>  <file name>'", path)
+        entries[name] = digest
+    return entries
+
+
+def record(path: str | os.PathLike) -> Path:
+    """Add or update ``path``'s entry in its folder's manifest (written atomically)."""
+    path = Path(path)
+    entries = read_manifest(path.parent)
+    entries[path.name] = sha256_file(path)
+    text = "".join(f"{digest}  {name}\n" for name, digest in sorted(entries.items()))
+    return write_text_atomic(path.parent / MANIFEST, text)
+
+
+def verify(path: str | os.PathLike) -> None:
+    """Refuse a model file its folder's manifest does not list, or whose bytes changed."""
+    path = Path(path)
+    expected = read_manifest(path.parent).get(path.name)
+    if expected is None:
+        raise InputError(f"not listed in {path.parent / MANIFEST}, so kerasmyelin did not write it here; "
+                         f"if you trust it, run 'kerasmyelin trust {path}'", path)
+    actual = sha256_file(path)
+    if actual != expected:
+        raise InputError(f"sha256 {actual[:12]}... differs from the {expected[:12]}... recorded in "
+                         f"{MANIFEST}: the file changed after kerasmyelin wrote it", path)
+
+
+def trust(path: str | os.PathLike) -> str:
+    """Admit a model file on purpose: check its classes, then record its hash. Returns the hash."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("not found or not a file", path)
+    check_archive(path)
+    record(path)
+    return read_manifest(path.parent)[path.name]
+
+
+def load_keras_model(path: str | os.PathLike):
+    """A ``.keras`` file kerasmyelin wrote: manifest, allow-list, then Keras in ``safe_mode``."""
+    import keras
+
+    from kerasmyelin.models.ensemble import register_custom_objects
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("model file not found", path)
+    verify(path)
+    check_archive(path)
+    register_custom_objects()
+    return keras.models.load_model(str(path), compile=False, safe_mode=True)
