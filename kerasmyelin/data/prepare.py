@@ -135,8 +135,14 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return out[:size, :size].astype(np.float32)
 
 
+def outline_step(shape) -> int:
+    """In-plane stride of the coarse head outline: a grid of at most ~128 pixels a side."""
+    return max(1, int(np.ceil(max(shape[:2]) / 128)))
+
+
 def prepare_volume(volume: np.ndarray, affine: np.ndarray, slices: dict[str, int],
-                   config: PrepConfig = PrepConfig(), source: str | None = None) -> dict[str, np.ndarray]:
+                   config: PrepConfig = PrepConfig(), source: str | None = None,
+                   mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The five level images of one contrast.
 
     Args:
@@ -146,6 +152,8 @@ def prepare_volume(volume: np.ndarray, affine: np.ndarray, slices: dict[str, int
         slices: level key -> axial slice index in the RAS-reoriented volume.
         config: preparation parameters.
         source: file name used in error messages.
+        mask: the volume's ``head_mask`` at ``outline_step``, if the caller already has it (a
+            volume already in RAS order only; computed here otherwise).
 
     Returns:
         level key -> (size, size) float32 image, head intensities mostly within [0, 1].
@@ -160,8 +168,9 @@ def prepare_volume(volume: np.ndarray, affine: np.ndarray, slices: dict[str, int
             raise InputError(f"level {key} slice {slices[key]} is outside the {vol.shape[2]} axial slices", source)
     # The crop and the intensity scale need only a coarse head outline: find it on a grid of
     # at most ~128 pixels a side, which is ~16x cheaper than at a 512 matrix.
-    step = max(1, int(np.ceil(max(vol.shape[:2]) / 128)))
-    mask = head_mask(vol, config.head_threshold, step)
+    step = outline_step(vol.shape)
+    if mask is None or not np.array_equal(aff, np.asarray(affine, dtype=np.float64)):  # given for RAS order
+        mask = head_mask(vol, config.head_threshold, step)
     reference = mask
     if config.intensity_reference == "brain_core":
         voxel_mm = np.sqrt((np.asarray(aff)[:3, :3] ** 2).sum(axis=0)) * np.array([step, step, 1])

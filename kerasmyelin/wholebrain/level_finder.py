@@ -78,13 +78,23 @@ class LevelFit:
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     landmarks_mm: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
-    def slices(self, affine: np.ndarray, n_slices: int) -> dict[str, int]:
-        """Level key -> nearest axial slice of a volume whose axis 2 runs up (RAS canonical)."""
+    def slices(self, affine: np.ndarray, n_slices: int, source=None) -> dict[str, int]:
+        """Level key -> nearest axial slice of a volume whose axis 2 runs up (RAS canonical).
+
+        Raises:
+            InputError: a level more than half a slice outside the imaged slices, with how far.
+        """
         inv = np.linalg.inv(np.asarray(affine, np.float64))
         out = {}
-        for key in LEVEL_KEYS:
-            vox = inv @ np.array([*self.landmarks_mm[key], 1.0])
-            out[key] = int(np.clip(np.rint(vox[2]), 0, n_slices - 1))
+        for lv in LEVELS:
+            k = float((inv @ np.array([*self.landmarks_mm[lv.key], 1.0]))[2])
+            if k < -0.5 or k > n_slices - 0.5:
+                side = "below" if k < 0 else "above"
+                gap_mm = (-k if k < 0 else k - (n_slices - 1)) * abs(affine[2, 2])
+                raise InputError(f"level {lv.key} ({lv.name}) lies {gap_mm:.0f} mm {side} the imaged slices: "
+                                 f"the field of view misses it (or the level finder failed: outline overlap "
+                                 f"{self.dice:.2f})", source)
+            out[lv.key] = int(np.rint(k))
         return out
 
     def as_dict(self) -> dict:
