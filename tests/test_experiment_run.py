@@ -62,7 +62,7 @@ def test_members_train_only_on_their_age_range(tiny_tenslice, tmp_path, monkeypa
 
     seen = {}
 
-    def spy(model_config, train, data, train_idx, val_idx, folder, *, name, title="", progress=True):
+    def spy(model_config, train, data, train_idx, val_idx, folder, *, name, title="", progress=True, **_):
         seen[(folder.parent.name, name)] = (np.asarray(train_idx), np.asarray(val_idx))
         return build_myelin_cnn(model_config, name=name)  # untrained: only the selection is under test
 

@@ -21,8 +21,11 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    monkeypatch.setenv("KERASMYELIN_NOTEBOOK_SUBJECTS", "2")
+    # Eight infants: enough for the smoke experiment's two folds, each with a validation infant.
+    monkeypatch.setenv("KERASMYELIN_NOTEBOOK_SUBJECTS", "8")
+    monkeypatch.setenv("KERASMYELIN_NOTEBOOK_SMOKE", "1")
     monkeypatch.setenv("KERASMYELIN_NOTEBOOK_OUT", str(tmp_path / "cohort"))
+    monkeypatch.delenv("KERASMYELIN_NOTEBOOK_RUN", raising=False)
     nb = json.loads(path.read_text())
     namespace: dict = {}
     for cell in nb["cells"]:

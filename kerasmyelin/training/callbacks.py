@@ -5,7 +5,7 @@ One role per checkpoint (nnU-Net's convention): ``backup/`` to resume a killed r
 0-based epoch as in ``history.csv``) and ``final.keras``
 (written by ``fit.train_network`` when training ends). Beside them: ``history.csv`` (one row per
 epoch), ``learning_curve.png`` (cost, training and validation error, like Neural Network
-Console's plot) and ``tensorboard/``.
+Console's plot) and ``tensorboard/`` (what it holds: ``training.summaries``).
 """
 
 from __future__ import annotations
@@ -258,15 +258,18 @@ def _keras_callbacks():
 
 
 def make_callbacks(folder: str | os.PathLike, train, *, validation: bool, title: str,
-                   progress: bool = True) -> list:
+                   progress: bool = True, monitor=None, hparams: dict | None = None) -> list:
     """All callbacks of one network's training run.
 
     Args:
         folder: the network's run folder.
-        train: ``TrainConfig`` (epochs, backup and plot intervals, early stopping).
+        train: ``TrainConfig`` (epochs, backup, plot and histogram intervals, early stopping).
         validation: whether ``fit`` gets validation data (best checkpoint, early stopping).
         title: shown on the progress bar and the learning curve.
         progress: show a progress bar.
+        monitor: ``summaries.MonitorSet``, the infants whose slices and estimates TensorBoard
+            shows; None for Keras' scalars and graph only.
+        hparams: ``summaries.network_hparams`` values for the HParams dashboard (with ``monitor``).
 
     Returns:
         Keras callbacks in the order they must run (the CSV row exists before the curve is drawn).
@@ -279,10 +282,18 @@ def make_callbacks(folder: str | os.PathLike, train, *, validation: bool, title:
         EpochTimer(),  # first: every later callback sees the epoch's time in its logs
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(str(folder / HISTORY_FILE), append=True),
+        # Scalars and the Keras graph; histograms come from summaries (~10x cheaper than Keras').
         keras.callbacks.TensorBoard(log_dir=str(folder / TENSORBOARD_DIR), write_graph=True,
-                                    profile_batch=0),
+                                    histogram_freq=0, profile_batch=0),
         LearningCurve(folder, train.curve_every_epochs, title),
     ]
+    if monitor is not None:
+        from kerasmyelin.training.summaries import make_summary_callback
+
+        callbacks.append(make_summary_callback(
+            folder / TENSORBOARD_DIR, monitor, hparams=hparams, every=train.curve_every_epochs,
+            histogram_every=train.histogram_every_epochs,
+            first_start=read_backup_state(folder / BACKUP_DIR) is None))
     if validation:
         callbacks.append(BestCheckpoint(folder, train.backup_every_epochs))
         if train.early_stopping_patience:

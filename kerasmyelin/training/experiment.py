@@ -214,7 +214,7 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
         keep_val = val_pos[member.contains(data.age_months[val_pos])]
         model = train_network(config.model, config.train, data, keep_train, keep_val, folder / member.name,
                               name=member.name, title=f"{config.name} {member.name} ({label})",
-                              progress=progress)
+                              progress=progress, hparams=_network_hparams(run, config, member, fold))
         networks.append((member.name, model))
     if config.is_ensemble:
         evaluated = build_ensemble(networks, config.ensemble.rule, config.ensemble.blend_months,
@@ -236,6 +236,18 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
     if test_pos.size:
         write_predictions(folder / PREDICTIONS_FILE, columns)
     return folder
+
+
+def _network_hparams(run: Path, config: ExperimentConfig, member, fold) -> dict:
+    """What TensorBoard's HParams dashboard shows of a network besides its model and training
+    settings: enough to tell apart the networks of several experiments under one logdir."""
+    lo, hi = member.min_age_months, member.max_age_months
+    ages = ("all" if lo is None and hi is None else f"up to {hi:g} months" if lo is None
+            else f"from {lo:g} months" if hi is None else f"{lo:g} to {hi:g} months")
+    return {"experiment": config.name, "fold": str(fold), "ages": ages,
+            "ensemble.rule": config.ensemble.rule if config.is_ensemble else "none",
+            "cv.folds": config.cv.folds, "cv.seed": config.cv.seed,
+            "data.sha256": _read_run_info(run)["sha256"][:12]}
 
 
 def write_predictions(path: Path, columns: dict[str, list]) -> Path:

@@ -24,6 +24,7 @@ from kerasmyelin.training.callbacks import (
     read_backup_state,
     save_keras_atomic,
 )
+from kerasmyelin.training.summaries import MonitorSet, network_hparams
 
 FINAL_FILE = "final.keras"
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def load_trained(path: str | os.PathLike):
 
 
 def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, folder: str | os.PathLike,
-                  *, name: str = "myelin_cnn", title: str = "", progress: bool = True):
+                  *, name: str = "myelin_cnn", title: str = "", progress: bool = True,
+                  hparams: dict | None = None):
     """Train one network (or resume it) in ``folder`` and return the selected weights' model.
 
     Args:
@@ -65,6 +67,8 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         name: the model's name.
         title: progress bar and plot title.
         progress: show a progress bar.
+        hparams: what TensorBoard's HParams dashboard shows of this network besides its model
+            and training settings (experiment, fold, member, ...; ``summaries.network_hparams``).
 
     Returns:
         ``keras.Model`` with the final or best weights (``train.select``). A folder that already
@@ -99,8 +103,14 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         resumed = read_backup_state(folder / BACKUP_DIR)
         dataset = make_dataset(data, train_idx, train.batch_size, training=True, seed=train.seed,
                                augment=train.augment, skip_batches=steps * resumed["epoch"] if resumed else 0)
+        # TensorBoard shows the validation infants, or the training infants where there are none.
+        monitor = (MonitorSet.from_data(data, val_idx, "validation") if val_idx.size
+                   else MonitorSet.from_data(data, train_idx, "training"))
+        values = network_hparams(model_config, train, {"network": name, **(hparams or {}),
+                                                       "infants.train": int(train_idx.size),
+                                                       "infants.validation": int(val_idx.size)})
         callbacks = make_callbacks(folder, train, validation=bool(val_idx.size), title=title or name,
-                                   progress=progress)
+                                   progress=progress, monitor=monitor, hparams=values)
         log.info("training %s on %d infants (%d validation), %d epochs", title or name, len(train_idx),
                  val_idx.size, train.epochs)
         history = model.fit(dataset, epochs=train.epochs, steps_per_epoch=steps, callbacks=callbacks,
