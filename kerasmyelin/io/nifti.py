@@ -157,11 +157,19 @@ def _read_data(img, path: Path, shape, dtype) -> np.ndarray:
     return out
 
 
-def load_volume(path: str | os.PathLike, *, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+def load_volume(path: str | os.PathLike, *, dtype=np.float32,
+                keep_integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Load a 3-D NIfTI volume and its affine, checking it on the way.
 
+    Args:
+        dtype: the floating type of the returned voxels.
+        keep_integers: return integer voxels as stored when the header does not scale them
+            (most MR files): converting a 512 x 512 x 25 image to float32 costs ~16 ms, and the
+            whole-brain pipeline converts only the samples and slices it reads.
+
     Returns:
-        (data, affine): data of shape (X, Y, Z) in ``dtype``; affine 4x4 voxel -> mm.
+        (data, affine): data of shape (X, Y, Z) in ``dtype`` (or the stored integer type);
+        affine 4x4 voxel -> mm.
 
     Raises:
         InputError: naming the file and the problem (missing, not NIfTI, truncated, not 3-D,
@@ -196,6 +204,10 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32) -> tuple[np.ndarra
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise InputError("affine is singular or not finite", path)
+    slope, inter = float(getattr(img.dataobj, "slope", 1.0)), float(getattr(img.dataobj, "inter", 0.0))
+    stored = img.get_data_dtype()
+    if keep_integers and np.issubdtype(stored, np.integer) and slope == 1.0 and inter == 0.0:
+        dtype = stored.newbyteorder("=")
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows as inf, refused below
             data = _read_data(img, path, shape, dtype)
@@ -203,9 +215,7 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32) -> tuple[np.ndarra
         raise InputError(f"image data could not be read; the file is truncated or corrupt ({exc})", path) from None
     # Integer voxels (most MR files) cannot be NaN or infinite unless the header's scaling
     # takes them out of the output type's range; only then, or for floats, is the scan needed.
-    slope, inter = float(getattr(img.dataobj, "slope", 1.0)), float(getattr(img.dataobj, "inter", 0.0))
-    stored = img.get_data_dtype()
-    exact = False
+    exact = np.issubdtype(dtype, np.integer)
     if np.issubdtype(stored, np.integer) and np.issubdtype(dtype, np.floating) and np.isfinite(slope + inter):
         largest = max(abs(int(np.iinfo(stored).min)), int(np.iinfo(stored).max))
         exact = abs(slope) * largest + abs(inter) < float(np.finfo(dtype).max)

@@ -144,7 +144,8 @@ def prepare_scan(t1_path: str | os.PathLike, t2_path: str | os.PathLike, *, skul
 
     t = time.perf_counter()
     sources = {"T1w": str(t1_path), "T2w": str(t2_path)}
-    pair = make_pair(load_volume(t1_path), load_volume(t2_path), sources, skull_stripped=skull_stripped)
+    pair = make_pair(load_volume(t1_path, keep_integers=True), load_volume(t2_path, keep_integers=True), sources,
+                     skull_stripped=skull_stripped)
     loaded = time.perf_counter() - t
     scan = prepare_pair(pair, skull_stripped=pair.skull_stripped, finder=finder, prep=prep)
     scan.seconds = {"load": loaded, **scan.seconds}

@@ -31,7 +31,7 @@ class ScanPair:
     """One infant's T1w and T2w on one RAS grid.
 
     Attributes:
-        t1, t2: (X, Y, Z) float32 volumes, axis 2 up.
+        t1, t2: (X, Y, Z) volumes, axis 2 up: float32, or integers as stored in the file.
         affine: 4x4 voxel -> world mm of both.
         sources: contrast -> file name (for messages).
         t2_resampled: True when the T2w was interpolated onto the T1w's grid.
@@ -140,6 +140,12 @@ def check_same_head(pair: ScanPair, skull_stripped: bool | None = None) -> dict[
     return {"dice": round(dice, 4), "nmi": round(float(nmi), 4)}
 
 
+def _voxels(data: np.ndarray) -> np.ndarray:
+    """Integer voxels as they are (every later step converts only what it samples), else float32."""
+    data = np.asarray(data)
+    return data if np.issubdtype(data.dtype, np.integer) else data.astype(np.float32, copy=False)
+
+
 def make_pair(t1: tuple[np.ndarray, np.ndarray], t2: tuple[np.ndarray, np.ndarray],
               sources: dict[str, str] | None = None, check: bool = True,
               skull_stripped: bool | None = None) -> ScanPair:
@@ -153,8 +159,8 @@ def make_pair(t1: tuple[np.ndarray, np.ndarray], t2: tuple[np.ndarray, np.ndarra
             decision is kept in ``pair.skull_stripped`` so every later step uses the same one.
     """
     sources = dict(sources or {})
-    d1, a1 = to_canonical(np.asarray(t1[0], np.float32), t1[1])
-    d2, a2 = to_canonical(np.asarray(t2[0], np.float32), t2[1])
+    d1, a1 = to_canonical(_voxels(t1[0]), t1[1])
+    d2, a2 = to_canonical(_voxels(t2[0]), t2[1])
     resampled = not same_grid(d1.shape, a1, d2.shape, a2)
     if resampled:
         # Overlap of the two fields of view, in world mm: the T2w must cover most of the T1w's.
@@ -166,7 +172,7 @@ def make_pair(t1: tuple[np.ndarray, np.ndarray], t2: tuple[np.ndarray, np.ndarra
         if overlap < 0.5:
             raise InputError(f"the T2w's field of view covers only {overlap:.0%} of the T1w's "
                              f"({sources.get('T1w')}); are they from the same session?", sources.get("T2w"))
-        d2 = resample_onto(d2, a2, d1.shape, a1)
+        d2 = resample_onto(np.asarray(d2, np.float32), a2, d1.shape, a1)
     # Views, not copies: every later step reads strided samples or single slices.
     pair = ScanPair(d1, d2, np.asarray(a1, np.float64), sources,
                     resampled)
