@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,14 @@ def learnable_tenslice(folder: Path, n: int = 16, size: int = 32, seed: int = 0)
 def tiny_tenslice(tmp_path_factory) -> Path:
     """Folder of a 16-infant, 32x32 learnable ten-slice cache (see ``learnable_tenslice``)."""
     return learnable_tenslice(tmp_path_factory.mktemp("tenslice") / "tenslice")
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_log_handler():
+    """main() calls logging.basicConfig, which may bind a handler to this test's captured stderr;
+    drop it afterwards so a later test's log lines do not go to a closed stream."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)

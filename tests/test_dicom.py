@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 
 import numpy as np
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
 
-from kerasmyelin.errors import InputError, KerasMyelinError  # noqa: E402
-from kerasmyelin.io import dicom  # noqa: E402
+from kerasmyelin.errors import InputError, KerasMyelinError
+from kerasmyelin.io import dicom
 
 try:
     dicom.dcm2niix_binary()
@@ -24,17 +23,6 @@ except KerasMyelinError as exc:  # pragma: no cover - depends on the machine
     pytest.skip(f"no dcm2niix: {exc}", allow_module_level=True)
 
 IDENTIFIERS = ("Doe", "Jane", "MRN123", "20240101", "2024-01-01", "Hospital St Jane")
-
-
-@pytest.fixture(autouse=True)
-def _no_stale_log_handler():
-    """main() calls logging.basicConfig, which may bind a handler to this test's captured stderr;
-    drop it afterwards so a later test's log lines do not go to a closed stream."""
-    root = logging.getLogger()
-    before = list(root.handlers)
-    yield
-    for handler in [h for h in root.handlers if h not in before]:
-        root.removeHandler(handler)
 
 
 def write_series(folder, number, description, tr, te, ti=None, *, slices=8, rows=32, cols=32,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import resource
 import subprocess
 import sys
@@ -75,17 +74,6 @@ def _save(path: Path, data, affine=None, edit=None):
         edit(img)
     nib.save(img, str(path))
     return path
-
-
-@pytest.fixture(autouse=True)
-def _no_stale_log_handler():
-    """main() calls logging.basicConfig, which may bind a handler to this test's captured stderr;
-    drop it afterwards so a later test's log lines do not go to a closed stream."""
-    root = logging.getLogger()
-    before = list(root.handlers)
-    yield
-    for handler in [h for h in root.handlers if h not in before]:
-        root.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")

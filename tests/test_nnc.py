@@ -11,23 +11,18 @@ from PIL import Image
 
 from kerasmyelin.cli.main import main
 from kerasmyelin.data.cache import read_cache
-from kerasmyelin.data.nnc import export_nnc, import_nnc, input_for, load_grey_image, read_nnc_index
+from kerasmyelin.data.nnc import (
+    export_nnc,
+    import_nnc,
+    input_for,
+    load_grey_image,
+    read_nnc_index,
+)
 from kerasmyelin.errors import InputError
 from kerasmyelin.levels import INPUT_NAMES
 
 # x__0:T1w a, ..., x__9:T2w e, y:age
 PAPER_HEADER = [f"x__{i}:{n[:2].upper()}w {n[-1]}" for i, n in enumerate(INPUT_NAMES)] + ["y:age"]
-
-
-@pytest.fixture(autouse=True)
-def _no_stale_log_handler():
-    """main() calls logging.basicConfig, which may bind a handler to this test's captured stderr;
-    drop it afterwards so a later test's log lines do not go to a closed stream."""
-    root = logging.getLogger()
-    before = list(root.handlers)
-    yield
-    for handler in [h for h in root.handlers if h not in before]:
-        root.removeHandler(handler)
 
 
 def slice_pixels(row: int, k: int, size: int = 128) -> np.ndarray:
