@@ -181,3 +181,48 @@ def test_overwrite_replaces_an_existing_cohort(tmp_path):
     build_cohort(out, CohortConfig(subjects=1, seed=3), jobs=1, progress=False, overwrite=True)
     assert not (out / "old.txt").exists() and (out / "participants.tsv").exists()
     assert sorted(os.listdir(tmp_path)) == ["cohort"]
+
+
+def test_prepare_takes_bids_sessions_with_their_own_ages(tiny_cohort, tmp_path, capsys):
+    """Two sessions of one infant: two cache rows under one id (so folds keep them together), each
+    with its session's age from sub-*_sessions.tsv; a levels table without session_id is refused
+    with a hint."""
+    import shutil
+
+    from kerasmyelin.training.splits import make_folds
+
+    bids = tmp_path / "bids"
+    shutil.copytree(tiny_cohort, bids, ignore=shutil.ignore_patterns("derivatives"))
+    sub = bids / "sub-001"
+    for ses in ("ses-01", "ses-02"):
+        (sub / ses / "anat").mkdir(parents=True)
+        for c in ("T1w", "T2w"):
+            shutil.copy(sub / "anat" / f"sub-001_{c}.nii.gz", sub / ses / "anat" / f"sub-001_{ses}_{c}.nii.gz")
+    shutil.rmtree(sub / "anat")
+    (sub / "sub-001_sessions.tsv").write_text("session_id\tchronological_age_months\tage_months\n"
+                                             "ses-01\tn/a\t3.5\nses-02\tn/a\t\n")
+    truth = {r["participant_id"]: r for r in _tsv(tiny_cohort / "derivatives" / "synth_truth" / "truth.tsv")}
+    cols = [f"slice_{k}" for k in LEVEL_KEYS]
+    lines = ["participant_id\tsession_id\t" + "\t".join(cols)]
+    for pid, row in truth.items():
+        for ses in (("ses-01", "ses-02") if pid == "sub-001" else ("",)):
+            lines.append("\t".join([pid, ses] + [row[c] for c in cols]))
+    levels = tmp_path / "levels.tsv"
+    levels.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "prep"
+    assert main(["prepare", "--bids", str(bids), "--levels", str(levels), "--out", str(out), "--quiet"]) == 0
+    data = read_cache(out)
+    rows = [i for i, p in enumerate(data.participant_id) if p == "sub-001"]
+    assert len(rows) == 2 and len(data) == len(truth) + 1
+    participant_age = float(truth["sub-001"]["age_months"])
+    assert sorted(data.age_months[rows].tolist()) == pytest.approx(sorted([3.5, participant_age]), abs=1e-4)
+    assert [s.get("session_id") for s in data.manifest["subjects"] if s["participant_id"] == "sub-001"] == \
+        ["ses-01", "ses-02"]
+    np.testing.assert_array_equal(data.images["t1w_c"][rows[0]], data.images["t1w_c"][rows[1]])
+    for fold in make_folds(data.participant_id, data.age_months, folds=2):
+        assert ("sub-001" in fold["test"]) != ("sub-001" in fold["train"])
+    # Without session_id the levels table cannot say which session: refused, with a hint.
+    flat = tmp_path / "flat.tsv"
+    shutil.copy(tiny_cohort / "derivatives" / "synth_truth" / "truth.tsv", flat)
+    assert main(["prepare", "--bids", str(bids), "--levels", str(flat), "--out", str(tmp_path / "p2"), "--quiet"]) == 2
+    assert "add a session_id column" in capsys.readouterr().err

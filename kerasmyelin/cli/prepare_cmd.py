@@ -15,8 +15,10 @@ EXAMPLES = """examples:
   # bring a Neural Network Console dataset (index.csv + PNG/BMP slices) to kerasmyelin
   kerasmyelin prepare --nnc nnc_dataset/index.csv --out prep
 The levels table has participant_id and slice_a ... slice_e (0-based axial slice indices of the
-RAS-reoriented volume). Ages come from the BIDS participants.tsv (age_months, corrected age in
-months; or chronological_age_months and gestational_age_weeks, from which it is computed).
+RAS-reoriented volume), and session_id for data sets with ses-* folders (one row per session).
+Ages come from the BIDS participants.tsv (age_months, corrected age in months; or
+chronological_age_months and gestational_age_weeks, from which it is computed), or per session
+from sub-*_sessions.tsv.
 An NNC index.csv has ten image columns named like T1w_a ... T2w_e (x__0:T1w a, t1_a, T1a, ...;
 or exactly ten unnamed ones, taken as T1w a-e then T2w a-e) and the age column y or age_months
 (corrected age, months). Every accepted input: docs/inputs.md.
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     source.add_argument("--bids", help="BIDS raw data set (participants.tsv, sub-*/anat/*_T1w.nii.gz)")
     source.add_argument("--nnc", metavar="INDEX_CSV",
                         help="Neural Network Console dataset CSV (image paths relative to it, age in months)")
-    p.add_argument("--levels", help="with --bids: TSV with participant_id and slice_a ... slice_e")
+    p.add_argument("--levels", help="with --bids: TSV with participant_id [, session_id] and slice_a ... slice_e")
     p.add_argument("--out", required=True, help="output folder for tenslice.npz and manifest.json")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -17,21 +17,28 @@ from kerasmyelin.io.atomic import staged_dir
 from kerasmyelin.io.nifti import load_volume
 from kerasmyelin.io.tables import parse_number, read_tsv
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
-from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS, row_age_months
+from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS, age_row, row_age_months
 
 LEVEL_COLUMNS = tuple(f"slice_{k}" for k in LEVEL_KEYS)
 
 
-def read_levels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """participant_id -> level key -> slice index, from a TSV with slice_a ... slice_e."""
-    rows = read_tsv(path, ("participant_id",) + LEVEL_COLUMNS)
+def read_levels(path: str | os.PathLike) -> dict[tuple[str, str], dict[str, int]]:
+    """(participant_id, session_id) -> level key -> slice index, from a TSV with slice_a ... slice_e.
+
+    ``session_id`` (ses-...) is an optional column, for BIDS data sets with sessions; without it
+    the session is "" (images in sub-*/anat).
+    """
+    rows = read_tsv(path, ("participant_id",) + LEVEL_COLUMNS, unique=False)
     out = {}
-    for row in rows:
+    for n, row in enumerate(rows, 2):
+        key = (row["participant_id"], row.get("session_id", "").strip())
+        if key in out:
+            raise InputError(f"line {n}: {' '.join(filter(None, key))} has slice levels twice", path)
         levels = {k: parse_number(row, f"slice_{k}", path, integer=True) for k in LEVEL_KEYS}
         bad = {k: v for k, v in levels.items() if v < 0}
         if bad:
             raise InputError(f"{row['participant_id']}: negative slice index {bad}", path)
-        out[row["participant_id"]] = levels
+        out[key] = levels
     return out
 
 
@@ -54,15 +61,39 @@ def _age_months(row: dict[str, str], path: Path) -> float:
     return age
 
 
-def bids_anat_file(root: Path, participant_id: str, contrast: str) -> Path:
-    """The subject's NIfTI of one contrast (.nii.gz or .nii), or InputError naming what is missing."""
-    anat = root / participant_id / "anat"
+def _session_age(root: Path, participant: dict[str, str], session: str, participants_path: Path) -> float:
+    """A scan's corrected age: its row of sub-*_sessions.tsv when that gives one, else the
+    participant's (the rule ``predict --bids`` follows, ``wholebrain.manifest.age_row``)."""
+    pid = participant["participant_id"]
+    table = root / pid / f"{pid}_sessions.tsv"
+    if not session or not table.is_file():
+        return _age_months(participant, participants_path)
+    rows = {r["session_id"]: r for r in read_tsv(table, ("session_id",))}
+    row, from_session = age_row(participant, rows.get(session))
+    if not from_session:
+        return _age_months(participant, participants_path)
+    try:
+        age = row_age_months(row, f"{pid} {session}")
+    except InputError as exc:
+        raise InputError(exc.problem, table) from None
+    if age is None:
+        raise InputError(f"{session}: no age given", table)
+    return age
+
+
+def bids_anat_file(root: Path, participant_id: str, contrast: str, session: str = "") -> Path:
+    """The subject's (or session's) NIfTI of one contrast (.nii.gz or .nii), or InputError naming
+    what is missing."""
+    label = f"{participant_id}_{session}" if session else participant_id
+    anat = root / participant_id / session / "anat" if session else root / participant_id / "anat"
     for ext in (".nii.gz", ".nii"):
-        path = anat / f"{participant_id}_{contrast}{ext}"
-        if path.exists():
+        path = anat / f"{label}_{contrast}{ext}"
+        if path.exists():  # a folder by that name is the reader's to refuse, by name
             return path
-    raise InputError(f"no {contrast} image for {participant_id} (looked for {participant_id}_{contrast}.nii[.gz])",
-                     anat)
+    sessions = sorted(p.name for p in (root / participant_id).glob("ses-*") if p.is_dir())
+    hint = (f"; {participant_id} has sessions ({', '.join(sessions)}): add a session_id column to the levels "
+            "table" if sessions and not session else "")
+    raise InputError(f"no {contrast} image for {label} (looked for {label}_{contrast}.nii[.gz]){hint}", anat)
 
 
 def _check_same_grid(volumes: dict, paths: dict) -> None:
@@ -88,33 +119,35 @@ def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | 
                          f"age in months, or {CHRONOLOGICAL_COLUMN} and {GESTATIONAL_COLUMN} to compute it",
                          participants_path)
     level_table = read_levels(levels)
-    unknown = sorted(set(level_table) - {r["participant_id"] for r in participants})
+    by_id = {r["participant_id"]: r for r in participants}
+    unknown = sorted({pid for pid, _ in level_table} - set(by_id))
     if unknown:
         raise InputError(f"levels given for participants not in {participants_path}: {unknown[:5]}", levels)
-    rows = [r for r in participants if r["participant_id"] in level_table]
-    if not rows:
+    if not level_table:
         raise InputError(f"no participant of {participants_path} has slice levels", levels)
-    ages_of = {r["participant_id"]: _age_months(r, participants_path) for r in rows}  # all checked first
+    keys = sorted(level_table)
+    ages_of = {key: _session_age(root, by_id[key[0]], key[1], participants_path) for key in keys}  # all checked first
     with staged_dir(out, overwrite) as tmp:
         images, ids, ages, subjects = {}, [], [], []
-        for row in tqdm(rows, desc="prepare", unit="infant", disable=not progress):
-            pid = row["participant_id"]
-            age = ages_of[pid]
+        for key in tqdm(keys, desc="prepare", unit="scan", disable=not progress):
+            pid, session = key
             files, volumes = {}, {}
             for contrast in CONTRASTS:
-                path = bids_anat_file(root, pid, contrast)
+                path = bids_anat_file(root, pid, contrast, session)
                 volumes[contrast] = load_volume(path)
                 files[contrast] = {"path": str(path.relative_to(root)),
                                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
             _check_same_grid(volumes, {c: root / files[c]["path"] for c in CONTRASTS})
-            slices = {c: level_table[pid] for c in CONTRASTS}
+            slices = {c: level_table[key] for c in CONTRASTS}
             sources = {c: str(root / files[c]["path"]) for c in CONTRASTS}
             prepared = prepare_subject(volumes, slices, config, sources=sources)
             for name, img in prepared.items():
                 images.setdefault(name, []).append(img)
+            # One row per scan; an infant's sessions share its id, so folds keep them together.
             ids.append(pid)
-            ages.append(age)
-            subjects.append({"participant_id": pid, "age_months": age, "files": files, "slices": level_table[pid]})
+            ages.append(ages_of[key])
+            subjects.append({"participant_id": pid, **({"session_id": session} if session else {}),
+                             "age_months": ages_of[key], "files": files, "slices": level_table[key]})
         manifest = {"created_by": f"kerasmyelin {__version__} prepare", "prep_config": config.as_dict(),
                     "level_source": str(levels), "subjects": subjects}
         write_cache(tmp, {k: np.stack(v) for k, v in images.items()}, ids, ages, manifest)

@@ -10,8 +10,9 @@ from pathlib import Path
 from kerasmyelin.errors import InputError
 
 
-def read_tsv(path: str | os.PathLike, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a TSV file as dicts, checking the header and unique ``participant_id``.
+def read_tsv(path: str | os.PathLike, required: tuple[str, ...], *, unique: bool = True) -> list[dict[str, str]]:
+    """Rows of a TSV file as dicts, checking the header and (``unique``) that no
+    ``participant_id`` appears twice; tables with one row per session pass ``unique=False``.
 
     Raises:
         InputError: naming the file (and line) for a missing file, text that is not UTF-8 or
@@ -22,14 +23,14 @@ def read_tsv(path: str | os.PathLike, required: tuple[str, ...]) -> list[dict[st
         raise InputError("file not found", path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a leading BOM (Excel) is not text
-            return _rows(csv.reader(fh, delimiter="\t"), required, path)
+            return _rows(csv.reader(fh, delimiter="\t"), required, path, unique)
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8", path) from None
     except csv.Error as exc:
         raise InputError(f"not a readable TSV ({exc})", path) from None
 
 
-def _rows(reader, required: tuple[str, ...], path: Path) -> list[dict[str, str]]:
+def _rows(reader, required: tuple[str, ...], path: Path, unique: bool = True) -> list[dict[str, str]]:
     """The checked rows of ``read_tsv`` from a ``csv.reader``."""
     try:
         header = next(reader)
@@ -46,7 +47,7 @@ def _rows(reader, required: tuple[str, ...], path: Path) -> list[dict[str, str]]
             raise InputError(f"line {lineno} has {len(fields)} fields, the header has {len(header)}", path)
         row = dict(zip(header, (f.strip() for f in fields)))
         pid = row.get("participant_id")
-        if pid is not None:
+        if pid is not None and unique:
             if pid in seen:
                 raise InputError(f"line {lineno}: participant_id {pid!r} appears twice", path)
             seen.add(pid)

@@ -151,7 +151,7 @@ def jobs_from_bids(root: str | os.PathLike) -> list[Job]:
             missing = [c for c, p in (("T1w", job.t1w), ("T2w", job.t2w)) if p is None]
             if missing:
                 job.error = f"{anat}: no {' or '.join(f'{label}_{c}.nii[.gz]' for c in missing)}"
-            row, from_session = _age_row(rows.get(sub.name, {}),
+            row, from_session = age_row(rows.get(sub.name, {}),
                                          session_rows.get(folder.name) if folder is not sub else None)
             where = f"{table} {folder.name}" if from_session else f"{participants} {sub.name}"
             try:
@@ -162,7 +162,7 @@ def jobs_from_bids(root: str | os.PathLike) -> list[Job]:
     return jobs
 
 
-def _age_row(participant: dict[str, str], session: dict[str, str] | None) -> tuple[dict[str, str], bool]:
+def age_row(participant: dict[str, str], session: dict[str, str] | None) -> tuple[dict[str, str], bool]:
     """The cells that give one session's age, and whether they come from the sessions table.
 
     A session row with an age of its own (corrected, or chronological with the gestational age
