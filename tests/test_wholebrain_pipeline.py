@@ -172,3 +172,20 @@ def test_age_in_the_wrong_unit_is_refused(smoke_run, tiny_cohort, tmp_path, caps
     code = main(["predict", "--model", str(smoke_run), "--t1", str(_anat(tiny_cohort, "sub-001", "T1w")),
                  "--t2", str(_anat(tiny_cohort, "sub-001", "T2w")), "--age-months", "160", "--out", str(tmp_path)])
     assert code == 2 and "months (not weeks or days)" in capsys.readouterr().err
+
+
+def test_integer_voxels_kept_as_stored_prepare_the_same_images(tiny_cohort, monkeypatch):
+    """``prepare_scan`` keeps int16 voxels as stored (no whole-volume float32 copy); the prepared
+    slices, levels and pair checks are bitwise those of the float32 path."""
+    from kerasmyelin.io import nifti
+
+    pid = "sub-002"
+    t1, t2 = _anat(tiny_cohort, pid, "T1w"), _anat(tiny_cohort, pid, "T2w")
+    assert nifti.load_volume(t1, keep_integers=True)[0].dtype == np.int16
+    kept = prepare_scan(t1, t2)
+    real = nifti.load_volume
+    monkeypatch.setattr(nifti, "load_volume", lambda path, **_: real(path))  # float32 everywhere
+    converted = prepare_scan(t1, t2)
+    for name in INPUT_NAMES:
+        np.testing.assert_array_equal(kept.images[name], converted.images[name])
+    assert kept.levels == converted.levels and kept.qc["same_head"] == converted.qc["same_head"]
