@@ -72,6 +72,12 @@ def state() -> dict[str, object]:
     if "tensorflow" in sys.modules:
         import tensorflow as tf
 
+        try:  # what the running TensorFlow decided at import, which the environment may not tell
+            from tensorflow.python.util import _pywrap_util_port
+
+            info["onednn"] = bool(_pywrap_util_port.IsMklEnabled())
+        except (ImportError, AttributeError):  # private API: keep the environment's answer
+            pass
         # The API reports 0 unless it set the pools itself; then the environment's value holds.
         info["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads() or info["intra_op_threads"]
         info["inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads() or info["inter_op_threads"]

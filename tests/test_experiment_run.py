@@ -194,3 +194,25 @@ def test_full_model_keeps_every_infant_when_final_weights_are_used(tiny_tenslice
     assert (out / "full" / "model.keras").exists()
     # the stored experiment is reused: no --config / --data needed to go on with a fold
     assert main(["train", "--out", str(out), "--fold", "0", "--quiet"]) == 0
+
+
+def test_ensemble_members_as_separate_jobs_equal_one_job(ensemble_run, tiny_tenslice, tmp_path, capsys):
+    out = tmp_path / "ens"
+    sets = [a for o in ENSEMBLE_SMOKE for a in ("--set", o)]
+    args = ["train", "--config", str(SMOKE_YAML), "--data", str(tiny_tenslice), "--out", str(out), "--quiet",
+            *sets, "--fold", "0"]
+    assert main([*args, "--member", "young"]) == 0
+    assert "waits for old (--member old)" in capsys.readouterr().out
+    assert not (out / "fold-0" / "predictions.csv").exists()
+    assert main(["evaluate", "--out", str(out), "--no-train"]) == 2
+    assert "fold-0 (old)" in capsys.readouterr().err
+    assert main([*args, "--member", "old"]) == 0  # the last member assembles the fold
+    assert (out / "fold-0" / "predictions.csv").read_text() == (ensemble_run / "fold-0" / "predictions.csv").read_text()
+    assert not list(out.rglob(".kerasmyelin.lock"))  # every job let go of its lock
+
+
+def test_unknown_member_is_refused_with_the_names(tiny_tenslice, tmp_path, capsys):
+    code = main(["train", "--config", str(SMOKE_YAML), "--data", str(tiny_tenslice), "--out", str(tmp_path / "x"),
+                 "--quiet", "--fold", "0", "--member", "middle"])
+    assert code == 2
+    assert "no network 'middle'; its networks are simple" in capsys.readouterr().err

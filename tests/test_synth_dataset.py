@@ -78,11 +78,14 @@ def test_tenslice_cache(tiny_cohort):
 
 
 def test_prepare_from_files_reproduces_the_cache(tiny_cohort, tmp_path):
-    """The preparation real scans get (from NIfTI files) gives the cache synth wrote."""
+    """The preparation real scans get (from NIfTI files) gives the cache synth wrote (with 2 worker processes)."""
     out = tmp_path / "prep"
     levels = tiny_cohort / "derivatives" / "synth_truth" / "truth.tsv"
-    assert main(["prepare", "--bids", str(tiny_cohort), "--levels", str(levels), "--out", str(out), "--quiet"]) == 0
+    assert main(["prepare", "--bids", str(tiny_cohort), "--levels", str(levels), "--out", str(out), "--quiet",
+                 "--jobs", "2"]) == 0
     a, b = read_cache(tiny_cohort / "derivatives" / "tenslice"), read_cache(out)
+    np.testing.assert_array_equal(a.participant_id, b.participant_id)
+    assert [s["files"] for s in a.manifest["subjects"]] == [s["files"] for s in b.manifest["subjects"]]
     for name in INPUT_NAMES:
         np.testing.assert_array_equal(a.images[name], b.images[name])
 
@@ -170,7 +173,8 @@ def test_prepare_refuses_t1_and_t2_on_different_grids(tiny_cohort, tmp_path, cap
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, 1:], img.affine), t2)
     levels = tiny_cohort / "derivatives" / "synth_truth" / "truth.tsv"
     out = tmp_path / "prep"
-    assert main(["prepare", "--bids", str(bids), "--levels", str(levels), "--out", str(out), "--quiet"]) != 0
+    assert main(["prepare", "--bids", str(bids), "--levels", str(levels), "--out", str(out), "--quiet",
+                 "--jobs", "2"]) != 0  # the error comes from a worker process, the file still named
     err = capsys.readouterr().err
     assert "different grids" in err and "sub-001_T1w.nii.gz" in err and not out.exists()
 

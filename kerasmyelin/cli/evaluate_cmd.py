@@ -16,7 +16,7 @@ HELP = ("Cross-validate an experiment by subject (training any fold not yet trai
 EXAMPLES = """examples:
   kerasmyelin evaluate --config experiments/paper_simple.yaml --data cohort/derivatives/tenslice --out runs/simple
   kerasmyelin evaluate --out runs/simple               # gather folds trained as separate jobs
-  kerasmyelin evaluate --out runs/simple --no-train    # report only; fails if a fold is missing
+  kerasmyelin evaluate --out runs/simple --no-train    # report only; fails if a network is missing
 Writes metrics.json and figure4.png in the run folder.
 """
 
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         CONFIG_FILE,
         PREDICTIONS_FILE,
         fold_dir,
+        fold_missing,
         gather_predictions,
         open_run,
         run_fold,
@@ -52,14 +53,15 @@ def run(args: argparse.Namespace) -> int:
                          Path(args.out))
     config = experiment_from_args(args)
     run_dir, config, data, splits = open_run(args.out, config, args.data)
-    if not args.no_train:
-        for fold in range(len(splits)):
-            run_fold(run_dir, config, data, splits, fold, progress=not args.quiet)
+    for fold in range(len(splits)):
+        # With --no-train this still assembles a fold whose networks other jobs have finished.
+        run_fold(run_dir, config, data, splits, fold, progress=not args.quiet, train=not args.no_train)
     predictions = gather_predictions(run_dir, len(splits))
     if predictions is None:
-        missing = [str(fold_dir(run_dir, k)) for k in range(len(splits))
-                   if not (fold_dir(run_dir, k) / PREDICTIONS_FILE).exists()]
-        raise InputError(f"folds not trained yet: {', '.join(missing)} (drop --no-train to train them)", run_dir)
+        missing = [f"{fold_dir(run_dir, k)} ({', '.join(fold_missing(run_dir, config, k))})"
+                   for k in range(len(splits)) if not (fold_dir(run_dir, k) / PREDICTIONS_FILE).exists()]
+        raise InputError(f"networks not trained yet: {'; '.join(missing)} (drop --no-train to train them)",
+                         run_dir)
     truth = synthetic_truth(stored_data_dir(run_dir))
     report = write_report(run_dir, predictions, config, truth)
     print(format_summary(report))

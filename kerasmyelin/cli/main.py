@@ -17,6 +17,7 @@ from kerasmyelin.cli import (
     predict_cmd,
     prepare_cmd,
     reproduce_cmd,
+    shard_cmd,
     synth_cmd,
     train_cmd,
     trust_cmd,
@@ -25,8 +26,8 @@ from kerasmyelin.cli import (
 from kerasmyelin.errors import KerasMyelinError
 from kerasmyelin.runtime import import_tensorflow_quietly
 
-COMMANDS = (reproduce_cmd, synth_cmd, prepare_cmd, convert_dicom_cmd, export_nnc_cmd, validate_cmd, train_cmd,
-            evaluate_cmd, predict_cmd, export_cmd, trust_cmd, doctor_cmd)
+COMMANDS = (reproduce_cmd, synth_cmd, prepare_cmd, shard_cmd, convert_dicom_cmd, export_nnc_cmd, validate_cmd,
+            train_cmd, evaluate_cmd, predict_cmd, export_cmd, trust_cmd, doctor_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

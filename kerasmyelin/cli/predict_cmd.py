@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     source.add_argument("--t1", help="one infant's T1w NIfTI (with --t2)")
     source.add_argument("--bids", help="BIDS raw folder: every subject/session with T1w and T2w")
     source.add_argument("--csv", help="CSV list with columns subject,t1w,t2w[,age_months]")
-    source.add_argument("--data", help="ten-slice cache folder (tenslice.npz + manifest.json)")
+    source.add_argument("--data", help="ten-slice cache folder (tenslice.npz or shards.json, + manifest.json)")
     p.add_argument("--t2", help="the same infant's T2w NIfTI (with --t1)")
     p.add_argument("--age-months", type=float, help="corrected age in months (with --t1): gives the gap and the delay grade")
     p.add_argument("--subject", default="subject", help="label shown in the report (with --t1; default: 'subject')")
@@ -137,12 +137,12 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
 def _run_cache(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from kerasmyelin.data.cache import read_cache
+    from kerasmyelin.data.shards import open_tenslice
     from kerasmyelin.training.experiment import predict_ages, write_predictions
     from kerasmyelin.wholebrain.pipeline import load_checked_model
 
     model_file = resolve_model_file(args.model)
-    data = read_cache(args.data)
+    data = open_tenslice(args.data)
     ids = data.participant_id.tolist()
     if args.subjects:
         wanted = [s.strip() for s in args.subjects.split(",") if s.strip()]
@@ -154,10 +154,9 @@ def _run_cache(args: argparse.Namespace) -> int:
         positions = np.arange(len(ids))
     model = load_checked_model(model_file)
     size = model.inputs[0].shape[1]
-    first = next(iter(data.images.values()))
-    if first.shape[1] != size:
+    if data.image_shape[0] != size:
         raise InputError(f"the model takes {size}x{size} images but the cache holds "
-                         f"{first.shape[1]}x{first.shape[2]}", Path(args.data))
+                         f"{data.image_shape[0]}x{data.image_shape[1]}", Path(args.data))
     estimates = predict_ages(model, data, positions)
     columns = {"participant_id": data.participant_id[positions].tolist(),
                "age_months": data.age_months[positions].astype(np.float64),

@@ -11,7 +11,9 @@ HELP = ("Prepare the paper's ten 128x128 images per infant from a BIDS folder an
         "or import them from a Neural Network Console dataset.")
 EXAMPLES = """examples:
   # re-prepare a synthetic cohort from its NIfTI files and ground-truth levels
-  kerasmyelin prepare --bids cohort --levels cohort/derivatives/synth_truth/truth.tsv --out prep
+  kerasmyelin prepare --bids cohort --levels cohort/derivatives/synth_truth/truth.tsv --out prep --jobs 2
+  # then, for a cohort too large for memory: TFRecord shards that training streams
+  kerasmyelin shard --data prep --out prep_sharded --shards 16
   # bring a Neural Network Console dataset (index.csv + PNG/BMP slices) to kerasmyelin
   kerasmyelin prepare --nnc nnc_dataset/index.csv --out prep
 The levels table has participant_id and slice_a ... slice_e (0-based axial slice indices of the
@@ -34,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder for tenslice.npz and manifest.json")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="with --bids: worker processes loading and preparing scans (default: 1)")
     p.add_argument("--intensity-reference", choices=("head", "brain_core"), default="head",
                    help="with --bids: voxels whose 99.5th percentile scales each image: every head voxel (the "
                         "paper's reading, default) or those >= 20 mm inside the head (robust to skull-stripping)")
@@ -59,12 +63,14 @@ def run(args: argparse.Namespace) -> int:
 
     from kerasmyelin.data.build import prepare_bids
     from kerasmyelin.data.prepare import PrepConfig
-    from kerasmyelin.errors import InputError
+    from kerasmyelin.errors import ConfigError, InputError
 
     if not args.levels:
         raise InputError("--bids needs --levels (a TSV with participant_id and slice_a ... slice_e)")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     config = PrepConfig(intensity_reference=args.intensity_reference)
     out = prepare_bids(args.bids, args.levels, args.out, overwrite=args.overwrite, progress=not args.quiet,
-                       config=config)
+                       config=config, jobs=args.jobs)
     print(f"wrote the ten-slice cache to {out}")
     return 0

@@ -15,6 +15,8 @@ EXAMPLES = """examples:
   kerasmyelin synth --out cohort3t --field-strengths 3 --overwrite
   kerasmyelin synth --out varied --varied             # + 3-D research protocols, skull-stripped, smoothed
   kerasmyelin synth --out mixed --research-fraction 0.5 --timing-jitter 0.1
+  # a large cohort: 64 TFRecord shards written by the workers, no NIfTI volumes (docs/scale.md)
+  kerasmyelin synth --out big --subjects 10000 --shards 64 --slices-only
 """
 
 
@@ -40,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     variety.add_argument("--skull-stripped-fraction", type=float, help="share delivered skull-stripped")
     variety.add_argument("--smoothed-fraction", type=float, help="share smoothed in-plane (FWHM 1-3 mm)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--shards", type=int, default=None,
+                   help="write the ten-slice set as this many TFRecord shards (streamed by train; each worker "
+                        "writes whole shards) instead of tenslice.npz")
+    p.add_argument("--slices-only", action="store_true",
+                   help="write no NIfTI volumes, only the ten prepared slices, tables and ground truth "
+                        "(such a cohort cannot be prepared again from volumes)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -58,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     if args.jobs is not None and args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
-    out = build_cohort(args.out, config, jobs=args.jobs, overwrite=args.overwrite, progress=not args.quiet)
+    if args.shards is not None and not 1 <= args.shards <= config.subjects:
+        raise ConfigError(f"--shards must be from 1 to the number of infants ({config.subjects}), got {args.shards}")
+    out = build_cohort(args.out, config, jobs=args.jobs, overwrite=args.overwrite, progress=not args.quiet,
+                       shards=args.shards, volumes=not args.slices_only)
     print(f"wrote {config.subjects} synthetic infants to {out}")
     return 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from kerasmyelin.cli.experiment_args import (
     add_experiment_arguments,
     experiment_from_args,
 )
-from kerasmyelin.errors import ConfigError
+from kerasmyelin.errors import ConfigError, TrainingError
+from kerasmyelin.training.strategy import STRATEGIES
 
 NAME = "train"
 HELP = "Train the simple model or the ensemble on a ten-slice cache (all infants, or one CV fold)."
@@ -19,6 +21,14 @@ EXAMPLES = """examples:
   kerasmyelin train --data cohort/derivatives/tenslice --out runs/quick --set train.epochs=30
   # one cross-validation fold as its own job (gather them with 'kerasmyelin evaluate --out runs/ens')
   kerasmyelin train --config experiments/paper_ensemble.yaml --data cohort/derivatives/tenslice --out runs/ens --fold 2
+  # one ensemble member of one fold as its own job (the last member to finish assembles the fold)
+  kerasmyelin train --out runs/ens --fold 2 --member old
+  # every local device (tf.distribute.MirroredStrategy)
+  kerasmyelin train --out runs/ens --strategy mirrored
+  # one of several worker processes or machines, the cluster in TF_CONFIG (docs/cluster.md); run it on each
+  TF_CONFIG='{"cluster": {"worker": ["node1:12345", "node2:12345"]}, "task": {"type": "worker", "index": 0}}' \
+    kerasmyelin train --config experiments/paper_simple.yaml --data /shared/tenslice --out /shared/runs/simple \
+    --strategy multiworker
 Rerunning the same command resumes a killed run from its last backup. Watch it with
 'tensorboard --logdir runs/ens'.
 """
@@ -41,20 +51,67 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder (created, or resumed if it holds this experiment)")
     p.add_argument("--fold", type=_fold, default="full",
                    help="'full' (default: every infant, the model to deploy), a 0-based CV fold, or 'all' folds")
+    p.add_argument("--member", action="append", default=None, metavar="NAME",
+                   help="train only this network of an ensemble (e.g. young or old; repeatable); the others "
+                        "are trained by other jobs, and whichever finishes last assembles the fold")
+    p.add_argument("--strategy", choices=STRATEGIES, default="default",
+                   help="'default': model.fit in this process; 'mirrored': every device of this machine; "
+                        "'multiworker': the processes or machines TF_CONFIG names, the run folder on a shared "
+                        "filesystem (docs/cluster.md). A run folder may be resumed under another strategy")
 
 
 def run(args: argparse.Namespace) -> int:
+    from kerasmyelin.training.strategy import lost_worker_errors, make_strategy
+
+    # Before anything else: multi-worker training configures TensorFlow's collective ops, which is
+    # only possible before TensorFlow has run anything in this process.
+    strategy = make_strategy(args.strategy)
+    if args.strategy != "multiworker":
+        return _train(args, strategy)
+    try:
+        return _train(args, strategy)
+    except lost_worker_errors() as exc:
+        tasks = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(exc)))) or ["not named"]
+        raise TrainingError(f"lost contact with another worker ({type(exc).__name__}; task {', '.join(tasks)}: "
+                            "see its log); start every worker again with the same command to resume from the "
+                            "chief's last backup") from None
+
+
+def _train(args: argparse.Namespace, strategy) -> int:
     from pathlib import Path
 
-    from kerasmyelin.training.experiment import FULL, RUN_INFO, open_run, run_fold
+    from kerasmyelin.training.experiment import (
+        FULL,
+        RUN_INFO,
+        fold_missing,
+        member_names,
+        open_run,
+        run_fold,
+    )
+    from kerasmyelin.training.strategy import barrier, chief_first, is_writer
 
     # A run folder that already holds an experiment keeps it: --config / --data may be left out.
     config = experiment_from_args(args)
     if args.data is None and not (Path(args.out) / RUN_INFO).exists():
         raise ConfigError("--data is needed for a new run folder")
-    run_dir, config, data, splits = open_run(args.out, config, args.data)
+    # The chief writes a new run folder's config, data fingerprint and splits; the others then read them.
+    run_dir, config, data, splits = chief_first(strategy, lambda: open_run(args.out, config, args.data))
+    members = member_names(config, args.member)
     folds = range(len(splits)) if args.fold == "all" else [args.fold]
     for fold in folds:
-        folder = run_fold(run_dir, config, data, splits, fold, progress=not args.quiet)
-        print(f"{config.name}: trained {'all infants' if fold == FULL else f'fold {fold}'} -> {folder}")
+        folder = run_fold(run_dir, config, data, splits, fold, progress=not args.quiet, members=args.member,
+                          strategy=strategy)
+        which = "all infants" if fold == FULL else f"fold {fold}"
+        if not is_writer(strategy):
+            print(f"{config.name}: trained {which} alongside the chief, which writes {folder}")
+            continue
+        waiting = fold_missing(run_dir, config, fold)
+        if waiting:
+            print(f"{config.name}: trained {', '.join(members)} of {which} -> {folder}; the fold waits for "
+                  f"{', '.join(waiting)} (--member {waiting[0]})")
+        else:
+            print(f"{config.name}: trained {which} -> {folder}")
+    # Leave together, after the chief's last writes: a worker that stops early looks like a crash
+    # to TensorFlow's cluster coordination.
+    barrier(strategy)
     return 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
 import hashlib
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -105,9 +108,35 @@ def _check_same_grid(volumes: dict, paths: dict) -> None:
                          f"{c2} file: {paths[c2]}", paths[c1])
 
 
+def _prepare_scan(root: Path, key: tuple[str, str], levels: dict[str, int], config: PrepConfig):
+    """One scan's ten images and its manifest entry (without its age): (images, subject)."""
+    pid, session = key
+    files, volumes = {}, {}
+    for contrast in CONTRASTS:
+        path = bids_anat_file(root, pid, contrast, session)
+        volumes[contrast] = load_volume(path)
+        files[contrast] = {"path": str(path.relative_to(root)),
+                           "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    _check_same_grid(volumes, {c: root / files[c]["path"] for c in CONTRASTS})
+    slices = {c: levels for c in CONTRASTS}
+    sources = {c: str(root / files[c]["path"]) for c in CONTRASTS}
+    images = prepare_subject(volumes, slices, config, sources=sources)
+    return images, {"participant_id": pid, **({"session_id": session} if session else {}), "files": files,
+                    "slices": levels}
+
+
+def _prepare_task(args):
+    return _prepare_scan(*args)
+
+
 def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | os.PathLike, *,
-                 overwrite: bool = False, progress: bool = True, config: PrepConfig = PrepConfig()) -> Path:
-    """Prepare every participant of a BIDS folder that has slice levels; write a cache to ``out``."""
+                 overwrite: bool = False, progress: bool = True, config: PrepConfig = PrepConfig(),
+                 jobs: int = 1) -> Path:
+    """Prepare every participant of a BIDS folder that has slice levels; write a cache to ``out``.
+
+    Args:
+        jobs: worker processes that load and prepare scans (forked; results kept in scan order).
+    """
     from tqdm.auto import tqdm
 
     root = Path(bids)
@@ -127,27 +156,24 @@ def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | 
         raise InputError(f"no participant of {participants_path} has slice levels", levels)
     keys = sorted(level_table)
     ages_of = {key: _session_age(root, by_id[key[0]], key[1], participants_path) for key in keys}  # all checked first
-    with staged_dir(out, overwrite) as tmp:
+    tasks = [(root, key, level_table[key], config) for key in keys]
+    with staged_dir(out, overwrite) as tmp, contextlib.ExitStack() as stack:
+        if jobs > 1:
+            pool = cf.ProcessPoolExecutor(min(jobs, len(keys)), mp_context=multiprocessing.get_context("fork"))
+            # On a failure, report it without preparing the scans still queued.
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+            prepared = pool.map(_prepare_task, tasks)  # in scan order
+        else:
+            prepared = map(_prepare_task, tasks)
         images, ids, ages, subjects = {}, [], [], []
-        for key in tqdm(keys, desc="prepare", unit="scan", disable=not progress):
-            pid, session = key
-            files, volumes = {}, {}
-            for contrast in CONTRASTS:
-                path = bids_anat_file(root, pid, contrast, session)
-                volumes[contrast] = load_volume(path)
-                files[contrast] = {"path": str(path.relative_to(root)),
-                                   "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-            _check_same_grid(volumes, {c: root / files[c]["path"] for c in CONTRASTS})
-            slices = {c: level_table[key] for c in CONTRASTS}
-            sources = {c: str(root / files[c]["path"]) for c in CONTRASTS}
-            prepared = prepare_subject(volumes, slices, config, sources=sources)
-            for name, img in prepared.items():
+        for key, (scan, subject) in zip(keys, tqdm(prepared, total=len(keys), desc="prepare", unit="scan",
+                                                   disable=not progress)):
+            for name, img in scan.items():
                 images.setdefault(name, []).append(img)
             # One row per scan; an infant's sessions share its id, so folds keep them together.
-            ids.append(pid)
+            ids.append(key[0])
             ages.append(ages_of[key])
-            subjects.append({"participant_id": pid, **({"session_id": session} if session else {}),
-                             "age_months": ages_of[key], "files": files, "slices": level_table[key]})
+            subjects.append({**subject, "age_months": ages_of[key]})
         manifest = {"created_by": f"kerasmyelin {__version__} prepare", "prep_config": config.as_dict(),
                     "level_source": str(levels), "subjects": subjects}
         write_cache(tmp, {k: np.stack(v) for k, v in images.items()}, ids, ages, manifest)

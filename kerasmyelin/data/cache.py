@@ -45,6 +45,17 @@ class TenSliceSet:
     def __len__(self) -> int:
         return len(self.participant_id)
 
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of every image, pixels."""
+        return tuple(self.images[INPUT_NAMES[0]].shape[1:])
+
+    def images_at(self, indices) -> dict[str, np.ndarray]:
+        """input name -> (len(indices), H, W) float32 images of the infants at ``indices``
+        (as ``ShardedTenSliceSet.images_at``, so callers take either set)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return {name: self.images[name][idx] for name in INPUT_NAMES}
+
 
 def write_cache(folder: str | os.PathLike, images: dict[str, np.ndarray], participant_id, age_months,
                 manifest: dict) -> Path:

@@ -5,6 +5,9 @@ Training, evaluation and serving see the same images: the cache already holds th
 augmentation (off in the paper configuration). Training datasets repeat forever and are used
 with ``steps_per_epoch``: Keras 3.15 ``fit`` on a finite dataset stalls ~4.5 s at the start of
 many epochs while the previous iterator is torn down.
+
+``make_dataset`` takes the in-memory set (``tenslice.npz``) or a sharded one (``shards.json``),
+which it streams from disk in bounded memory (``data.stream``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ import math
 import numpy as np
 
 from kerasmyelin.data.cache import TenSliceSet
+from kerasmyelin.data.shards import ShardedTenSliceSet
+from kerasmyelin.data.stream import (
+    SHUFFLE_BUFFER,
+    check_worker,
+    evaluation_stream,
+    training_stream,
+)
 from kerasmyelin.levels import CONTRASTS, INPUT_NAMES
 
 
@@ -41,12 +51,13 @@ def _augment(inputs, age, seed):
     return out, age
 
 
-def make_dataset(data: TenSliceSet, indices, batch_size: int, *, training: bool, seed: int = 0,
-                 augment: bool = False, skip_batches: int = 0):
+def make_dataset(data: TenSliceSet | ShardedTenSliceSet, indices, batch_size: int, *, training: bool,
+                 seed: int = 0, augment: bool = False, skip_batches: int = 0, worker=None,
+                 shuffle_buffer: int = SHUFFLE_BUFFER):
     """A ``tf.data.Dataset`` of (inputs dict, age) batches for the infants at ``indices``.
 
     Args:
-        data: the ten-slice set.
+        data: the ten-slice set, in memory or sharded.
         indices: positions (into ``data``) of the infants to use.
         batch_size: samples per batch.
         training: shuffle (seeded), optionally augment, and repeat forever.
@@ -55,15 +66,33 @@ def make_dataset(data: TenSliceSet, indices, batch_size: int, *, training: bool,
         skip_batches: start the training stream this many batches in. The stream (shuffle order
             and augmentation draws) depends only on ``seed``, so a run resumed after N epochs of
             S steps passes N * S and sees exactly the batches the uninterrupted run saw.
+        worker: (index, count) of a data-parallel worker, or None for all data. A sharded set
+            gives the worker every ``count``-th of the shard files that hold selected infants,
+            from ``index``; an in-memory set every ``count``-th selected infant. Workers'
+            datasets are disjoint and together cover the selection.
+        shuffle_buffer: sharded set only: records shuffled together (``data.stream``); memory
+            holds about two such blocks of serialised records.
 
     Returns:
-        Dataset of ({name: (B, H, W, 1) float32}, (B, 1) float32 age in months).
+        Dataset of ({name: (B, H, W, 1) float32}, (B, 1) float32 age in months). Evaluation
+        datasets yield the infants in the order of ``indices``; a sharded training stream gives
+        every selected infant once per epoch, in shuffled shard files and shuffled blocks.
     """
     import tensorflow as tf
 
     idx = np.asarray(indices, dtype=np.int64)
     if idx.size == 0:
         raise ValueError("no infants selected for the dataset")
+    if isinstance(data, ShardedTenSliceSet):
+        if training:
+            ds = training_stream(data, idx, seed=seed, skip=int(skip_batches) * batch_size, worker=worker,
+                                 shuffle_buffer=shuffle_buffer, augment=_augment if augment else None)
+        else:
+            ds = evaluation_stream(data, idx, worker)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if worker is not None:
+        index, count = check_worker(worker, idx.size, "infants")
+        idx = idx[index::count]
     inputs = model_inputs({name: data.images[name][idx] for name in INPUT_NAMES})
     ages = data.age_months[idx].astype(np.float32)[:, None]
     ds = tf.data.Dataset.from_tensor_slices((inputs, ages)).cache()

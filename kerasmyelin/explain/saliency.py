@@ -24,7 +24,6 @@ Two methods, named in ``METHODS``:
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +35,6 @@ METHODS: tuple[str, ...] = ("integrated_gradients", "grad_cam")
 # Smoothing of |attribution| for display: 2 pixels at the paper's 128x128, scaled with the size.
 HEAT_SIGMA_AT_128 = 2.0
 
-_GRADIENTS = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class Attribution:
 
 def _check_images(model, images: dict[str, np.ndarray]) -> tuple[list[str], int]:
     """The model's input names and image side, after checking ``images`` fits the model."""
-    from kerasmyelin.training.experiment import model_input_names
+    from kerasmyelin.models.graph import model_input_names
 
     names = model_input_names(model)
     if sorted(names) != sorted(INPUT_NAMES):
@@ -88,32 +86,6 @@ def _check_images(model, images: dict[str, np.ndarray]) -> tuple[list[str], int]
             raise ValueError(f"image {n!r} has shape {shape}; model {model.name!r} takes "
                              f"({size}, {size}) slices")
     return names, size
-
-
-def _graph_gradients(model):
-    """(inputs) -> (ages (batch, 1), d age / d input per input), as one graph traced once per
-    model; the cache holds the model weakly, like ``training.experiment._graph_forward``."""
-    fn = _GRADIENTS.get(model)
-    if fn is None:
-        import tensorflow as tf
-
-        from kerasmyelin.training.experiment import model_input_names
-
-        spec = {name: tf.TensorSpec((None, *t.shape[1:]), tf.float32)
-                for name, t in zip(model_input_names(model), model.inputs)}
-        ref = weakref.ref(model)  # the cache must not keep the model alive
-
-        def ages_and_gradients(inputs):
-            with tf.GradientTape() as tape:
-                tape.watch(inputs)
-                ages = ref()(inputs, training=False)
-            # Infants in a batch are independent, so the gradient of the batch's sum is each
-            # infant's own gradient. An input the model ignores has a zero gradient.
-            return ages, tape.gradient(ages, inputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-
-        fn = tf.function(ages_and_gradients, input_signature=[spec])
-        _GRADIENTS[model] = fn
-    return fn
 
 
 def _common_heat(abs_maps: dict[str, np.ndarray], size: int, smooth: bool = True) -> dict[str, np.ndarray]:
@@ -151,6 +123,8 @@ def integrated_gradients(model, images: dict[str, np.ndarray], steps: int = 32,
     """
     import tensorflow as tf
 
+    from kerasmyelin.models.graph import graph_gradients
+
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     _, size = _check_images(model, images)
@@ -162,7 +136,7 @@ def integrated_gradients(model, images: dict[str, np.ndarray], steps: int = 32,
         path = b + alphas[:, None, None] * (x[n] - b)[None]
         stack = np.concatenate([path, x[n][None], np.full((1, size, size), b, np.float32)])
         batch[n] = tf.constant(stack[..., None])
-    ages, grads = _graph_gradients(model)(batch)
+    ages, grads = graph_gradients(model)(batch)
     ages = np.asarray(ages, dtype=np.float64).reshape(-1)
     maps = {}
     for n in INPUT_NAMES:

@@ -6,15 +6,23 @@ Layout (``OUT``)::
     sub-001/anat/sub-001_T1w.nii.gz (+ .json sidecar), sub-001_T2w.nii.gz (+ .json)
     derivatives/synth_truth/   truth.tsv (myelination age, level slice indices, ...),
                                sub-001_truth.json (everything drawn for that infant)
-    derivatives/tenslice/      tenslice.npz + manifest.json (the paper's 10 images per infant)
+    derivatives/tenslice/      tenslice.npz + manifest.json (the paper's 10 images per infant),
+                               or with ``shards``: tenslice-*.tfrecord + shards.json (``data.shards``)
 
 The whole folder is built in a temporary sibling and renamed into place at the end, so a
 failure or an interrupt never leaves a half-written cohort.
+
+A large cohort is built with ``shards`` and ``volumes=False``: each worker simulates one shard's
+infants and writes that shard itself, and the parent keeps only each infant's table rows, so
+memory does not grow with the number of infants. Without volumes no NIfTI files are written
+(180 GB for 10,000 infants): the ten prepared slices, participants.tsv and the ground truth are,
+but such a cohort cannot be prepared again from its volumes (``kerasmyelin prepare --bids``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import json
 import multiprocessing
 import os
@@ -26,6 +34,7 @@ import numpy as np
 from kerasmyelin import __version__
 from kerasmyelin.data.cache import write_cache
 from kerasmyelin.data.prepare import PrepConfig, prepare_subject
+from kerasmyelin.data.shards import INDEX_FILE, shard_writer, split_evenly, write_index
 from kerasmyelin.io.atomic import staged_dir, write_text_atomic
 from kerasmyelin.io.nifti import write_nifti
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
@@ -36,6 +45,8 @@ PARTICIPANT_COLUMNS = ("participant_id", "sex", "gestational_age_weeks", "chrono
                        "age_months", "field_strength", "manufacturer")
 TRUTH_DIR = Path("derivatives") / "synth_truth"
 TENSLICE_DIR = Path("derivatives") / "tenslice"
+SLICES_ONLY_NOTE = ("Built without NIfTI volumes (kerasmyelin synth --slices-only): only the prepared ten-slice "
+                    "set, the tables and the ground truth exist, so it cannot be prepared again from volumes.\n")
 
 _PARTICIPANTS_JSON = {
     "sex": {"Description": "sex of the infant", "Levels": {"M": "male", "F": "female"}},
@@ -78,25 +89,46 @@ def _json(obj) -> str:
     return json.dumps(obj, indent=1, sort_keys=True) + "\n"
 
 
-def _make_subject(spec: SubjectSpec, root: str, prep: PrepConfig, res_mm: float) -> dict:
-    """Simulate, write and prepare one infant (runs in a worker process)."""
+def _make_subject(spec: SubjectSpec, root: str, prep: PrepConfig, res_mm: float, volumes: bool = True) -> dict:
+    """Simulate, write and prepare one infant (runs in a worker process); ``volumes``: write its NIfTI files."""
     root = Path(root)
     scan = simulate_subject(spec, res_mm=res_mm)
     anat = root / spec.participant_id / "anat"
     files = {}
-    for contrast, data in zip(CONTRASTS, (scan.t1w, scan.t2w)):
-        stem = anat / f"{spec.participant_id}_{contrast}"
-        path, digest = write_nifti(stem.with_suffix(".nii.gz"), data, scan.affine)
-        write_text_atomic(stem.with_suffix(".json"), _json(_sidecar(spec, contrast, scan.nuisance)))
-        files[contrast] = {"path": str(path.relative_to(root)), "sha256": digest}
+    if volumes:
+        for contrast, data in zip(CONTRASTS, (scan.t1w, scan.t2w)):
+            stem = anat / f"{spec.participant_id}_{contrast}"
+            path, digest = write_nifti(stem.with_suffix(".nii.gz"), data, scan.affine)
+            write_text_atomic(stem.with_suffix(".json"), _json(_sidecar(spec, contrast, scan.nuisance)))
+            files[contrast] = {"path": str(path.relative_to(root)), "sha256": digest}
     # The same preparation real scans get: from the written voxels and affine.
-    volumes = {"T1w": (scan.t1w, scan.affine), "T2w": (scan.t2w, scan.affine)}
+    scans = {"T1w": (scan.t1w, scan.affine), "T2w": (scan.t2w, scan.affine)}
     slices = {c: scan.level_slices for c in CONTRASTS}
-    images = prepare_subject(volumes, slices, prep, sources={c: files[c]["path"] for c in CONTRASTS})
+    images = prepare_subject(scans, slices, prep, sources={c: f["path"] for c, f in files.items()})
     truth = {"subject": asdict(spec), "level_slices": scan.level_slices, "acquisition": scan.nuisance}
     write_text_atomic(root / TRUTH_DIR / f"{spec.participant_id}_truth.json", _json(truth))
+    _infant_done()
     return {"spec": spec, "levels": scan.level_slices, "files": files, "images": images,
             "nuisance": scan.nuisance}
+
+
+def _make_shard(number: int, count: int, specs: list[SubjectSpec], root: str, prep: PrepConfig, res_mm: float,
+                volumes: bool) -> tuple:
+    """Simulate one shard's infants and write the shard (runs in a worker process).
+
+    Returns:
+        (``ShardSummary``, the infants' results without their images).
+    """
+    results = []
+    shape = (prep.image_size, prep.image_size)
+    with shard_writer(Path(root) / TENSLICE_DIR, number, count, shape) as shard:
+        for spec in specs:
+            if _cancelled():
+                raise RuntimeError(f"shard {number} cancelled: another task failed")
+            result = _make_subject(spec, root, prep, res_mm, volumes)
+            shard.add(spec.participant_id, spec.age_months, result.pop("images"))
+            results.append(result)
+    return shard.summary, results
 
 
 def _tsv(rows: list[dict], columns) -> str:
@@ -108,7 +140,7 @@ def _tsv(rows: list[dict], columns) -> str:
 
 def build_cohort(out: str | os.PathLike, config: CohortConfig = CohortConfig(), *, jobs: int | None = None,
                  overwrite: bool = False, progress: bool = True, res_mm: float = 1.5,
-                 prep: PrepConfig = PrepConfig()) -> Path:
+                 prep: PrepConfig = PrepConfig(), shards: int | None = None, volumes: bool = True) -> Path:
     """Generate a synthetic cohort into ``out``.
 
     Args:
@@ -116,20 +148,41 @@ def build_cohort(out: str | os.PathLike, config: CohortConfig = CohortConfig(), 
         config: who is in the cohort.
         jobs: worker processes (default: all cores).
         overwrite: replace an existing non-empty ``out``.
-        progress: show a progress bar.
+        progress: show a progress bar (counting infants).
         res_mm: resolution of the reference anatomy (adult MNI mm).
         prep: ten-slice preparation parameters.
+        shards: write the ten-slice set as this many TFRecord shards (``data.shards``), one task
+            per shard, instead of ``tenslice.npz``; None for the npz cache.
+        volumes: write the NIfTI volumes; False writes only the prepared slices, tables and truth.
 
     Returns:
         The output folder.
     """
     specs = draw_cohort(config)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(specs)))
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(specs), shards or len(specs)))
+    if shards is not None:
+        chunks = [specs[start:stop] for start, stop in split_evenly(len(specs), shards)]
     with staged_dir(out, overwrite) as tmp:
         warm_up(res_mm)  # built once here, inherited by forked workers
-        results = _run(specs, tmp, prep, res_mm, jobs, progress)
+        if shards is None:
+            tasks = [(_make_subject, (s, str(tmp), prep, res_mm, volumes)) for s in specs]
+            results = _run(tasks, len(specs), jobs, progress)
+        else:
+            tasks = [(_make_shard, (k, shards, chunk, str(tmp), prep, res_mm, volumes))
+                     for k, chunk in enumerate(chunks)]
+            summaries, parts = zip(*sorted(_run(tasks, len(specs), jobs, progress), key=lambda r: r[0].file))
+            results = [r for part in parts for r in part]
         results.sort(key=lambda r: r["spec"].participant_id)
-        _write_tables(tmp, config, results, prep)
+        _write_tables(tmp, config, results, volumes)
+        manifest = _manifest(results, prep)
+        if shards is None:
+            names = list(results[0]["images"])
+            images = {n: np.stack([r["images"][n] for r in results]) for n in names}
+            write_cache(tmp / TENSLICE_DIR, images, [r["spec"].participant_id for r in results],
+                        [r["spec"].age_months for r in results], manifest)
+        else:
+            write_index(tmp / TENSLICE_DIR, list(summaries), (prep.image_size, prep.image_size), manifest)
+        _write_tenslice_description(tmp, sharded=shards is not None)
     return Path(out).expanduser().absolute()
 
 
@@ -156,34 +209,64 @@ def _keep_freed_memory() -> None:
         pass
 
 
-def _run(specs, tmp: Path, prep: PrepConfig, res_mm: float, jobs: int, progress: bool) -> list[dict]:
+def _not_counted() -> None:
+    pass
+
+
+def _never() -> bool:
+    return False
+
+
+# _infant_done: how a finished infant is counted: the progress bar's update in this process, a
+# message to the parent in a worker (set by _start_worker). _cancelled: whether the parent has
+# given up (another task failed), checked before each infant of a shard, so a failure is
+# reported after at most one more infant per worker, not after whole shards.
+_infant_done, _cancelled = _not_counted, _never
+
+
+def _start_worker(queue, stop) -> None:
+    global _infant_done, _cancelled
+    _keep_freed_memory()
+    _infant_done, _cancelled = functools.partial(queue.put, 1), stop.is_set
+
+
+def _run(tasks: list[tuple], infants: int, jobs: int, progress: bool) -> list:
+    """``fn(*args)`` for every (fn, args) task, in ``jobs`` forked workers; results in completion
+    order. The progress bar counts infants (``_infant_done``), not tasks: a shard task holds many."""
+    global _infant_done
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(specs), desc="synth", unit="infant", disable=not progress)
+    bar = tqdm(total=infants, desc="synth", unit="infant", disable=not progress)
     results = []
     try:
         if jobs == 1:
-            for spec in specs:
-                results.append(_make_subject(spec, str(tmp), prep, res_mm))
-                bar.update()
+            _infant_done = bar.update
+            results = [fn(*args) for fn, args in tasks]
         else:
             ctx = multiprocessing.get_context("fork")
-            with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_keep_freed_memory) as pool:
-                futures = [pool.submit(_make_subject, s, str(tmp), prep, res_mm) for s in specs]
+            queue, stop = ctx.SimpleQueue(), ctx.Event()
+            with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_worker,
+                                        initargs=(queue, stop)) as pool:
+                pending = {pool.submit(fn, *args) for fn, args in tasks}
                 try:
-                    for fut in cf.as_completed(futures):
-                        results.append(fut.result())
-                        bar.update()
+                    while pending:
+                        done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                        while not queue.empty():
+                            bar.update(queue.get())
+                        results += [fut.result() for fut in done]
                 except BaseException:
                     # Do not simulate the rest of the cohort before reporting the failure.
+                    stop.set()
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
     finally:
+        _infant_done = _not_counted
         bar.close()
     return results
 
 
-def _write_tables(root: Path, config: CohortConfig, results: list[dict], prep: PrepConfig):
+def _write_tables(root: Path, config: CohortConfig, results: list[dict], volumes: bool = True) -> None:
+    """participants.tsv/json, dataset_description.json, README and the ground-truth tables."""
     specs = [r["spec"] for r in results]
     rows = [dict(asdict(s), manufacturer=s.manufacturer) for s in specs]
     write_text_atomic(root / "participants.tsv", _tsv(rows, PARTICIPANT_COLUMNS))
@@ -200,7 +283,8 @@ def _write_tables(root: Path, config: CohortConfig, results: list[dict], prep: P
         "CohortConfig": asdict(config),
     }))
     write_text_atomic(root / "README", "Synthetic infant brain MRI generated by kerasmyelin. "
-                      "No real person is depicted. See derivatives/synth_truth for ground truth.\n")
+                      "No real person is depicted. See derivatives/synth_truth for ground truth.\n"
+                      + ("" if volumes else SLICES_ONLY_NOTE))
     truth_rows = []
     for r in results:
         s = r["spec"]
@@ -219,19 +303,22 @@ def _write_tables(root: Path, config: CohortConfig, results: list[dict], prep: P
         "Description": "slice_a..slice_e: 0-based index (NIfTI voxel axis 2) of the slice through each "
                        "level's landmark; myelination_age_months: the age a typical infant's brain "
                        "would look like this infant's (the oracle for the age label)."}))
-    names = list(results[0]["images"])
-    images = {n: np.stack([r["images"][n] for r in results]) for n in names}
-    manifest = {
+
+
+def _manifest(results: list[dict], prep: PrepConfig) -> dict:
+    """The ten-slice set's provenance: preparation settings, and each infant's files and levels."""
+    return {
         "created_by": f"kerasmyelin {__version__} synth",
         "prep_config": prep.as_dict(),
         "level_source": "synthetic ground truth (derivatives/synth_truth)",
         "subjects": [{"participant_id": r["spec"].participant_id, "age_months": r["spec"].age_months,
                       "files": r["files"], "slices": r["levels"]} for r in results],
     }
-    write_cache(root / TENSLICE_DIR, images, [s.participant_id for s in specs],
-                [s.age_months for s in specs], manifest)
+
+
+def _write_tenslice_description(root: Path, sharded: bool) -> None:
     write_text_atomic(root / TENSLICE_DIR / "dataset_description.json", _json({
         "Name": "kerasmyelin ten-slice input set", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "kerasmyelin", "Version": __version__}],
         "Description": "The ten 128x128 images per infant of Wada et al. 2019 (T1w and T2w at levels a-e); "
-                       "see manifest.json."}))
+                       f"see manifest.json{f' and {INDEX_FILE}' if sharded else ''}."}))

@@ -97,7 +97,24 @@ def _keras_callbacks():
     """Callback classes built on Keras (made when Keras is first needed, not at import)."""
     import keras
 
-    class PeriodicBackup(keras.callbacks.Callback):
+    class RestoreBackup(keras.callbacks.Callback):
+        """Restores the last complete backup (``PeriodicBackup``'s) when training begins, and
+        writes nothing: what a multi-worker task other than the chief runs, reading the chief's."""
+
+        def __init__(self, backup_dir):
+            super().__init__()
+            self.backup_dir = Path(backup_dir)
+
+        def on_train_begin(self, logs=None):
+            state = read_backup_state(self.backup_dir)
+            if state is None:
+                return
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(str(self.backup_dir / state["weights"]))
+            self.model._initial_epoch = state["epoch"]  # what BackupAndRestore sets; fit reads it
+
+    class PeriodicBackup(RestoreBackup):
         """Weights and optimizer state every ``every`` epochs (a backup costs ~80 MB of writing),
         restored when a killed run is started again.
 
@@ -110,18 +127,8 @@ def _keras_callbacks():
         """
 
         def __init__(self, backup_dir, every: int):
-            super().__init__()
-            self.backup_dir = Path(backup_dir)
+            super().__init__(backup_dir)
             self.every = every
-
-        def on_train_begin(self, logs=None):
-            state = read_backup_state(self.backup_dir)
-            if state is None:
-                return
-            if self.model.optimizer is not None and not self.model.optimizer.built:
-                self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(str(self.backup_dir / state["weights"]))
-            self.model._initial_epoch = state["epoch"]  # what BackupAndRestore sets; fit reads it
 
         def on_epoch_end(self, epoch, logs=None):
             if (epoch + 1) % self.every == 0:
@@ -254,12 +261,13 @@ def _keras_callbacks():
             if self.bar is not None:
                 self.bar.close()
 
-    return PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress, EpochTimer
+    return RestoreBackup, PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress, EpochTimer
 
 
 def make_callbacks(folder: str | os.PathLike, train, *, validation: bool, title: str,
-                   progress: bool = True, monitor=None, hparams: dict | None = None) -> list:
-    """All callbacks of one network's training run.
+                   progress: bool = True, monitor=None, hparams: dict | None = None, writer: bool = True) -> list:
+    """All callbacks of one network's training run, for ``model.fit`` and for
+    ``distributed.fit_distributed`` alike.
 
     Args:
         folder: the network's run folder.
@@ -270,14 +278,22 @@ def make_callbacks(folder: str | os.PathLike, train, *, validation: bool, title:
         monitor: ``summaries.MonitorSet``, the infants whose slices and estimates TensorBoard
             shows; None for Keras' scalars and graph only.
         hparams: ``summaries.network_hparams`` values for the HParams dashboard (with ``monitor``).
+        writer: False for a multi-worker task other than the chief: only the callbacks that steer
+            training (stop on NaN, early stopping, restore the chief's backup), none that writes,
+            so every worker stops and resumes where the chief does and only the chief writes.
 
     Returns:
         Keras callbacks in the order they must run (the CSV row exists before the curve is drawn).
     """
     import keras
 
-    PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress, EpochTimer = _keras_callbacks()
+    RestoreBackup, PeriodicBackup, BestCheckpoint, LearningCurve, EpochProgress, EpochTimer = _keras_callbacks()
     folder = Path(folder)
+    early_stopping = ([keras.callbacks.EarlyStopping(patience=train.early_stopping_patience,
+                                                     restore_best_weights=False)]
+                      if validation and train.early_stopping_patience else [])
+    if not writer:
+        return [keras.callbacks.TerminateOnNaN(), *early_stopping, RestoreBackup(folder / BACKUP_DIR)]
     callbacks = [
         EpochTimer(),  # first: every later callback sees the epoch's time in its logs
         keras.callbacks.TerminateOnNaN(),
@@ -296,9 +312,7 @@ def make_callbacks(folder: str | os.PathLike, train, *, validation: bool, title:
             first_start=read_backup_state(folder / BACKUP_DIR) is None))
     if validation:
         callbacks.append(BestCheckpoint(folder, train.backup_every_epochs))
-        if train.early_stopping_patience:
-            callbacks.append(keras.callbacks.EarlyStopping(patience=train.early_stopping_patience,
-                                                           restore_best_weights=False))
+    callbacks += early_stopping
     # Last, so a backup records an epoch only after everything else has logged it.
     callbacks.append(PeriodicBackup(folder / BACKUP_DIR, train.backup_every_epochs))
     if progress:

@@ -113,6 +113,13 @@ class MemberConfig:
         hi = np.inf if self.max_age_months is None else self.max_age_months
         return (a >= lo) & (a <= hi)
 
+    def select(self, positions, age_months):
+        """The ``positions`` (into ``age_months``) of the infants this network trains on."""
+        import numpy as np
+
+        positions = np.asarray(positions, dtype=np.int64)
+        return positions[self.contains(np.asarray(age_months)[positions])]
+
 
 @dataclass(frozen=True)
 class EnsembleConfig:

@@ -23,15 +23,17 @@ import csv
 import io
 import json
 import os
-import weakref
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from kerasmyelin.config import to_dict
-from kerasmyelin.data.cache import CACHE_FILE, TenSliceSet, read_cache
+from kerasmyelin.data.cache import TenSliceSet
+from kerasmyelin.data.shards import open_tenslice, tenslice_file
 from kerasmyelin.errors import ConfigError, InputError, OutputError
 from kerasmyelin.io.atomic import sha256_file, write_bytes_atomic, write_text_atomic
+from kerasmyelin.models.graph import graph_forward
 from kerasmyelin.training.config import ExperimentConfig, load_experiment
 from kerasmyelin.training.splits import holdout, load_splits, make_folds, save_splits
 
@@ -83,16 +85,16 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     elif data_dir is None:
         raise InputError(f"no {RUN_INFO} here; give --data", run)
     data_dir = Path(data_dir).expanduser().absolute()
-    data = read_cache(data_dir)
-    digest = sha256_file(data_dir / CACHE_FILE)
+    data = open_tenslice(data_dir)
+    # A sharded set's index holds every shard's sha256: its digest fingerprints the whole set.
+    digest = sha256_file(tenslice_file(data_dir))
     if stored_info.exists() and info["sha256"] != digest:
         raise InputError(f"the ten-slice cache differs from the one this run was trained on "
-                         f"({run / RUN_INFO}); use a new --out", data_dir / CACHE_FILE)
+                         f"({run / RUN_INFO}); use a new --out", tenslice_file(data_dir))
     size = config.model.image_size
-    first = data.images[next(iter(data.images))]
-    if first.shape[1:] != (size, size):
-        raise InputError(f"images are {first.shape[1]}x{first.shape[2]} but model.image_size is {size}; "
-                         f"prepare the cache at that size or set model.image_size", data_dir / CACHE_FILE)
+    if data.image_shape != (size, size):
+        raise InputError(f"images are {data.image_shape[0]}x{data.image_shape[1]} but model.image_size is {size}; "
+                         f"prepare the cache at that size or set model.image_size", tenslice_file(data_dir))
     run.mkdir(parents=True, exist_ok=True)
     if not stored_config.exists():
         write_text_atomic(stored_config, yaml.safe_dump(to_dict(config), sort_keys=False))
@@ -135,57 +137,44 @@ def _positions(data: TenSliceSet, ids) -> np.ndarray:
     return np.flatnonzero([p in wanted for p in data.participant_id.tolist()])
 
 
-_FORWARD = weakref.WeakKeyDictionary()
-
-
-def model_input_names(model) -> list[str]:
-    """The names of a Keras model's inputs (without TensorFlow's ":0" suffix)."""
-    return [t.name.split(":")[0] for t in model.inputs]
-
-
-def _graph_forward(model):
-    """The model's inference as one graph with a free batch size, traced once per model.
-
-    In a graph TensorFlow fuses each convolution with its bias and ReLU: ~3-4x the eager rate.
-    """
-    forward = _FORWARD.get(model)
-    if forward is None:
-        import tensorflow as tf
-
-        spec = {name: tf.TensorSpec((None, *t.shape[1:]), tf.float32)
-                for name, t in zip(model_input_names(model), model.inputs)}
-        ref = weakref.ref(model)  # the cache must not keep the model alive
-        forward = tf.function(lambda inputs: ref()(inputs, training=False), input_signature=[spec])
-        _FORWARD[model] = forward
-    return forward
-
-
 def predict_ages(model, data: TenSliceSet, indices, batch_size: int = 64) -> np.ndarray:
     """(N,) estimated ages in months of the infants at ``indices``."""
     from kerasmyelin.data.pipeline import model_inputs
 
     idx = np.asarray(indices, dtype=np.int64)
-    forward = _graph_forward(model)
+    forward = graph_forward(model)
     out = [np.zeros((0, 1))]
     for start in range(0, idx.size, batch_size):
         batch = idx[start:start + batch_size]
-        out.append(np.asarray(forward(model_inputs({k: v[batch] for k, v in data.images.items()}))))
+        out.append(np.asarray(forward(model_inputs(data.images_at(batch)))))
     return np.concatenate(out).astype(np.float64).reshape(-1)
 
 
 def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fold: int | str,
-             progress: bool = True) -> Path:
+             progress: bool = True, *, members=None, train: bool = True, strategy=None) -> Path:
     """Train the fold's network(s), save the evaluated model, and predict the fold's test infants.
+
+    Each network trains under a lock (``io.job_lock``), so folds and ensemble members can run
+    as independent jobs on one shared run folder; the fold is assembled (``model.keras``,
+    ``predictions.csv``) by whichever call finds all its networks finished.
 
     Args:
         fold: 0-based fold index, or "full" (every infant; no test infants).
+        members: names of the networks to train (``config.member_configs()``); None: all.
+            Networks not named are used if already finished, else the fold waits for them.
+        train: False to train nothing, only assemble a fold whose networks are finished.
+        strategy: ``tf.distribute`` strategy to train under (``training.strategy``), or None for
+            ``model.fit``. A multi-worker task other than the chief trains alongside the chief
+            and writes nothing: the chief holds the lock and assembles the fold.
 
     Returns:
-        The fold folder.
+        The fold folder (complete or not: see ``fold_missing``).
     """
+    from kerasmyelin.io.job_lock import job_lock
     from kerasmyelin.models.ensemble import build_ensemble, combine
     from kerasmyelin.training.callbacks import save_keras_atomic
     from kerasmyelin.training.fit import train_network
+    from kerasmyelin.training.strategy import is_writer
 
     folder = fold_dir(run, fold)
     if fold == FULL:
@@ -194,8 +183,9 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
         t = config.train
         fraction = t.validation_fraction if (t.select == "best" or t.early_stopping_patience) else 0.0
         split = holdout(data.participant_id, data.age_months, fraction, config.cv.seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_splits(folder / SPLITS_FILE, [split], config.cv.seed)
+        if is_writer(strategy):
+            folder.mkdir(parents=True, exist_ok=True)
+            save_splits(folder / SPLITS_FILE, [split], config.cv.seed)
         label = "all infants"
     else:
         if not 0 <= int(fold) < len(splits):
@@ -208,14 +198,21 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
     train_pos = _positions(data, split["train"])
     val_pos = _positions(data, split.get("validation", []))
     test_pos = _positions(data, split["test"])
+    wanted = member_names(config, members) if train else []
     networks = []
     for member in config.member_configs():
-        keep_train = train_pos[member.contains(data.age_months[train_pos])]
-        keep_val = val_pos[member.contains(data.age_months[val_pos])]
-        model = train_network(config.model, config.train, data, keep_train, keep_val, folder / member.name,
-                              name=member.name, title=f"{config.name} {member.name} ({label})",
-                              progress=progress, hparams=_network_hparams(run, config, member, fold))
+        if member.name not in wanted and member.name in fold_missing(run, config, fold):
+            continue  # another job trains it; the last one to finish assembles the fold
+        keep_train = member.select(train_pos, data.age_months)
+        keep_val = member.select(val_pos, data.age_months)
+        title = f"{config.name} {member.name} ({label})"
+        with job_lock(folder / member.name, f"training {title}") if is_writer(strategy) else nullcontext():
+            model = train_network(config.model, config.train, data, keep_train, keep_val, folder / member.name,
+                                  name=member.name, title=title, progress=progress,
+                                  hparams=_network_hparams(run, config, member, fold), strategy=strategy)
         networks.append((member.name, model))
+    if not is_writer(strategy) or len(networks) < len(config.member_configs()):
+        return folder
     if config.is_ensemble:
         evaluated = build_ensemble(networks, config.ensemble.rule, config.ensemble.blend_months,
                                    name=config.name)
@@ -236,6 +233,25 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
     if test_pos.size:
         write_predictions(folder / PREDICTIONS_FILE, columns)
     return folder
+
+
+def member_names(config: ExperimentConfig, members=None) -> list[str]:
+    """The networks ``members`` names (all of ``config``'s when None), checked."""
+    names = [m.name for m in config.member_configs()]
+    if members is None:
+        return names
+    unknown = [m for m in members if m not in names]
+    if unknown:
+        raise ConfigError(f"{config.name} has no network {unknown[0]!r}; its networks are {', '.join(names)}")
+    return list(members)
+
+
+def fold_missing(run: Path, config: ExperimentConfig, fold: int | str) -> list[str]:
+    """Names of the fold's networks that have not finished training."""
+    from kerasmyelin.training.fit import FINAL_FILE
+
+    folder = fold_dir(run, fold)
+    return [m.name for m in config.member_configs() if not (folder / m.name / FINAL_FILE).exists()]
 
 
 def _network_hparams(run: Path, config: ExperimentConfig, member, fold) -> dict:

@@ -2,7 +2,9 @@
 
 The training set repeats and ``fit`` runs ``steps_per_epoch`` batches per epoch (Keras 3.15 stalls
 ~4.5 s at the start of many epochs on a finite training dataset); the small validation set is
-finite and evaluated once per epoch.
+finite and evaluated once per epoch. Under a ``tf.distribute`` strategy (``--strategy mirrored``
+or ``multiworker``) the same set-up feeds ``training.distributed.fit_distributed`` instead of
+``model.fit``, with the same callbacks.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from kerasmyelin.training.callbacks import (
 from kerasmyelin.training.summaries import MonitorSet, network_hparams
 
 FINAL_FILE = "final.keras"
+LOSS = "mean_squared_error"  # per sample; the loss is its mean over the batch
+METRIC = "mae"
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +45,7 @@ def make_optimizer(train):
 
 def compile_for_training(model, train) -> None:
     """Squared error (Neural Network Console's SquaredError is the mean over the batch) plus MAE."""
-    model.compile(optimizer=make_optimizer(train), loss="mean_squared_error", metrics=["mae"])
+    model.compile(optimizer=make_optimizer(train), loss=LOSS, metrics=[METRIC])
 
 
 def load_trained(path: str | os.PathLike):
@@ -54,7 +58,7 @@ def load_trained(path: str | os.PathLike):
 
 def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, folder: str | os.PathLike,
                   *, name: str = "myelin_cnn", title: str = "", progress: bool = True,
-                  hparams: dict | None = None):
+                  hparams: dict | None = None, strategy=None):
     """Train one network (or resume it) in ``folder`` and return the selected weights' model.
 
     Args:
@@ -69,14 +73,27 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         progress: show a progress bar.
         hparams: what TensorBoard's HParams dashboard shows of this network besides its model
             and training settings (experiment, fold, member, ...; ``summaries.network_hparams``).
+        strategy: a ``tf.distribute.Strategy`` from ``training.strategy.make_strategy`` to train
+            under (``training.distributed``), or None for ``model.fit`` in this process.
 
     Returns:
         ``keras.Model`` with the final or best weights (``train.select``). A folder that already
-        holds ``final.keras`` is not trained again.
+        holds ``final.keras`` is not trained again. A multi-worker task other than the chief
+        writes nothing into ``folder`` and returns its model as trained (the final weights,
+        which equal the chief's).
     """
     import keras
 
     from kerasmyelin.models.myelin_cnn import build_myelin_cnn
+    from kerasmyelin.training.distributed import distribute_dataset, fit_distributed
+    from kerasmyelin.training.strategy import is_writer, scope
+
+    def feed(make, training: bool):
+        """The stream ``make(batch_size, **shard)`` builds: as it is for fit, split across the
+        replicas under a strategy."""
+        if strategy is None:
+            return make(train.batch_size)
+        return distribute_dataset(strategy, data, make, train.batch_size, training=training)
 
     folder = Path(folder)
     final = folder / FINAL_FILE
@@ -85,24 +102,33 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         val_idx = np.asarray(val_idx, dtype=np.int64)
         if train_idx.size == 0:
             raise TrainingError(f"{title or name}: no training infants in this network's age range ({folder})")
-        folder.mkdir(parents=True, exist_ok=True)
+        writer = is_writer(strategy)
+        if writer:
+            folder.mkdir(parents=True, exist_ok=True)
         keras.utils.set_random_seed(train.seed)
-        model = build_myelin_cnn(model_config, name=name)
-        compile_for_training(model, train)
+        with scope(strategy):
+            model = build_myelin_cnn(model_config, name=name)
+            compile_for_training(model, train)
+            if strategy is not None:
+                # Now, under the scope: built later by a backup's restore, outside it, Adam's
+                # moments would not be mirrored.
+                model.optimizer.build(model.trainable_variables)
         steps = steps_per_epoch(len(train_idx), train.batch_size)
-        fit_kwargs = {}
         if val_idx.size:
             # finite: Keras evaluates it once per epoch (a repeated one with validation_steps
             # stalled ~4.5 s on many epochs)
-            fit_kwargs["validation_data"] = make_dataset(data, val_idx, train.batch_size, training=False)
+            validation = feed(lambda b: make_dataset(data, val_idx, b, training=False), training=False)
         elif train.select == "best" or train.early_stopping_patience:
             raise TrainingError(f"{title or name}: select=best and early stopping need validation infants, "
                                 f"and none fall in this network's age range ({folder})")
+        else:
+            validation = None
         # A resumed run picks the training stream up where its backup left it, so the result
         # equals an uninterrupted run's bit for bit (tests/test_kill_resume.py).
         resumed = read_backup_state(folder / BACKUP_DIR)
-        dataset = make_dataset(data, train_idx, train.batch_size, training=True, seed=train.seed,
-                               augment=train.augment, skip_batches=steps * resumed["epoch"] if resumed else 0)
+        dataset = feed(lambda b, **shard: make_dataset(
+            data, train_idx, b, training=True, seed=train.seed, augment=train.augment,
+            skip_batches=steps * resumed["epoch"] if resumed else 0, **shard), training=True)
         # TensorBoard shows the validation infants, or the training infants where there are none.
         monitor = (MonitorSet.from_data(data, val_idx, "validation") if val_idx.size
                    else MonitorSet.from_data(data, train_idx, "training"))
@@ -110,15 +136,21 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
                                                        "infants.train": int(train_idx.size),
                                                        "infants.validation": int(val_idx.size)})
         callbacks = make_callbacks(folder, train, validation=bool(val_idx.size), title=title or name,
-                                   progress=progress, monitor=monitor, hparams=values)
+                                   progress=progress, monitor=monitor, hparams=values, writer=writer)
         log.info("training %s on %d infants (%d validation), %d epochs", title or name, len(train_idx),
                  val_idx.size, train.epochs)
-        history = model.fit(dataset, epochs=train.epochs, steps_per_epoch=steps, callbacks=callbacks,
-                            verbose=0, shuffle=False, **fit_kwargs)  # the dataset shuffles itself
+        if strategy is None:
+            history = model.fit(dataset, epochs=train.epochs, steps_per_epoch=steps, callbacks=callbacks,
+                                verbose=0, shuffle=False, validation_data=validation)  # the dataset shuffles itself
+        else:
+            history = fit_distributed(model, strategy, dataset, epochs=train.epochs, steps=steps,
+                                      global_batch=train.batch_size, callbacks=callbacks, validation_data=validation)
         losses = history.history.get("loss", [])
         if losses and not np.isfinite(losses[-1]):
             raise TrainingError(f"{title or name}: the loss became {losses[-1]}; training stopped "
                                 f"(see {folder / 'history.csv'}; a rerun resumes from the last backup)")
+        if not writer:
+            return model  # the chief writes final.keras and removes the backup
         save_keras_atomic(model, final)
         shutil.rmtree(folder / BACKUP_DIR, ignore_errors=True)
     chosen = folder / BEST_FILE if train.select == "best" else final

@@ -37,13 +37,13 @@ def experiment_workload(config, participant_id, age_months) -> Workload:
     epochs, batch = config.train.epochs, config.train.batch_size
     networks = train = val = 0
     for split in splits:
-        train_age = age_months[[position[p] for p in split["train"]]]
-        val_age = age_months[[position[p] for p in split["validation"]]]
-        for member in config.member_configs():
-            n_train = int(member.contains(train_age).sum())
+        train_pos = [position[p] for p in split["train"]]
+        val_pos = [position[p] for p in split["validation"]]
+        for member in config.member_configs():  # the networks run_fold trains
+            n_train = member.select(train_pos, age_months).size
             if n_train == 0:
                 continue
             networks += 1
             train += steps_per_epoch(n_train, batch) * batch * epochs
-            val += int(member.contains(val_age).sum()) * epochs
+            val += member.select(val_pos, age_months).size * epochs
     return Workload(networks, train, val)

@@ -59,13 +59,14 @@ class MonitorSet:
 
     @classmethod
     def from_data(cls, data, indices, which: str, limit: int = MAX_SCATTER_INFANTS) -> MonitorSet:
-        """The infants at ``indices`` of a ``TenSliceSet`` (at most ``limit``, spread over age)."""
+        """The infants at ``indices`` of a ten-slice set, in memory or sharded (at most ``limit``,
+        spread over age; only their images are read)."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size > limit:
             idx = idx[np.argsort(data.age_months[idx], kind="stable")]
             idx = idx[np.linspace(0, idx.size - 1, limit).round().astype(np.int64)]
         return cls(which, np.asarray(data.participant_id)[idx], np.asarray(data.age_months, np.float64)[idx],
-                   {name: np.asarray(data.images[name][idx], dtype=np.float32) for name in INPUT_NAMES})
+                   {name: np.asarray(image, dtype=np.float32) for name, image in data.images_at(idx).items()})
 
     def shown(self, n: int = SHOWN_INFANTS) -> np.ndarray:
         """Positions of up to ``n`` infants spread over age: youngest, ..., oldest."""

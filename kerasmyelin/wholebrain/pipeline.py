@@ -212,10 +212,10 @@ class TrainedEstimator:
         return float(self.predict_many([images])[0])
 
     def predict_many(self, batch: list[dict[str, np.ndarray]]) -> np.ndarray:
-        from kerasmyelin.training.experiment import _graph_forward
+        from kerasmyelin.models.graph import graph_forward
 
         inputs = {n: np.stack([b[n] for b in batch])[..., None].astype(np.float32) for n in INPUT_NAMES}
-        return np.asarray(_graph_forward(self.model)(inputs)).reshape(-1).astype(np.float64)
+        return np.asarray(graph_forward(self.model)(inputs)).reshape(-1).astype(np.float64)
 
     @property
     def image_size(self) -> int:
@@ -245,7 +245,7 @@ def _training_prep(model_file: Path) -> dict | None:
 
 def load_checked_model(path: str | os.PathLike):
     """A ``.keras`` file kerasmyelin wrote (safe mode), checked to take the ten inputs and give one age."""
-    from kerasmyelin.training.experiment import model_input_names
+    from kerasmyelin.models.graph import model_input_names
     from kerasmyelin.training.fit import load_trained
 
     path = Path(path)
