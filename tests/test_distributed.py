@@ -177,6 +177,7 @@ def _finish(procs, timeout=WORKER_TIMEOUT_S):
     return results
 
 
+@pytest.mark.slow  # three training processes: ~50 s
 def test_two_workers_reach_the_single_process_result_and_only_the_chief_writes(data, reference, tmp_path):
     out = tmp_path / "multi"
     procs = _start_workers(_train_args(data, out, "--strategy", "multiworker"))

@@ -82,6 +82,7 @@ def test_saved_model_serves_the_ten_named_inputs_and_the_same_ages(models, kind,
     assert all(sha256_file(out / name) == digest for name, digest in listed.items())
 
 
+@pytest.mark.slow  # tf2onnx conversion of paper-size graphs
 @pytest.mark.parametrize("kind", ["plain", "ensemble"])
 def test_onnx_runs_in_onnxruntime_with_the_same_ages(models, kind, tmp_path):
     pytest.importorskip("onnx")

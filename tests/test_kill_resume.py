@@ -55,6 +55,7 @@ def _outcome(out):
             "predictions": next(out.rglob("predictions.csv")).read_bytes()}
 
 
+@pytest.mark.slow  # four training processes: ~60 s
 def test_three_sigkills_resume_to_the_uninterrupted_result(tmp_path):
     data = learnable_tenslice(tmp_path / "tenslice", n=24)
     plain, killed = tmp_path / "plain", tmp_path / "killed"

@@ -16,6 +16,7 @@ def test_notebook_is_stripped(path):
             assert cell["outputs"] == [] and cell["execution_count"] is None, path.name
 
 
+@pytest.mark.slow  # each notebook runs headless: 20-50 s
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, monkeypatch, tmp_path):
     import matplotlib
