@@ -29,7 +29,9 @@ def _traced(model, kind: str, body):
         spec = {name: tf.TensorSpec((None, *t.shape[1:]), tf.float32)
                 for name, t in zip(model_input_names(model), model.inputs)}
         ref = weakref.ref(model)  # the cache must not keep the model alive
-        fn = tf.function(lambda inputs: body(ref(), inputs), input_signature=[spec])
+        # autograph off: there is no Python control flow to convert, and converting a lambda
+        # only prints a warning that its source cannot be parsed.
+        fn = tf.function(lambda inputs: body(ref(), inputs), input_signature=[spec], autograph=False)
         cache[model] = fn
     return fn
 
