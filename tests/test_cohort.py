@@ -81,3 +81,10 @@ def test_protocol_variety_follows_its_shares():
     research = [s for s in c if s.protocol == "research3d"]
     assert {s.scanner.t1w.kind for s in research} == {"mprage"}
     assert {s.scanner.acquisition for s in research} == {"3D"}
+
+
+def test_participant_ids_are_padded_to_sort_in_order():
+    small = [s.participant_id for s in draw_cohort(CohortConfig(subjects=12))]
+    assert small[0] == "sub-001" and small[-1] == "sub-012"
+    large = [s.participant_id for s in draw_cohort(CohortConfig(subjects=1200))]
+    assert large[0] == "sub-0001" and large[-1] == "sub-1200" and large == sorted(large)

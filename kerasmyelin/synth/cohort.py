@@ -158,6 +158,7 @@ def draw_cohort(config: CohortConfig) -> list[SubjectSpec]:
     seeds = [int(s.generate_state(1)[0]) for s in root.spawn(n + 1)[1:]]
 
     cohort = []
+    width = max(3, len(str(n)))  # zero-padded ids sort in order (sub-001 ... sub-119, sub-00001 ...)
     for i in range(n):
         srng = np.random.default_rng(seeds[i])
         age = float(round(ages[i], 2))
@@ -172,7 +173,7 @@ def draw_cohort(config: CohortConfig) -> list[SubjectSpec]:
         rotation = (np.clip(srng.normal(0, 5), -12, 12), np.clip(srng.normal(0, 3), -8, 8),
                     np.clip(srng.normal(0, 3), -8, 8))
         cohort.append(SubjectSpec(
-            participant_id=f"sub-{i + 1:03d}",
+            participant_id=f"sub-{i + 1:0{width}d}",
             sex=str(sexes[i]),
             gestational_age_weeks=ga,
             chronological_age_months=chronological,
