@@ -243,6 +243,8 @@ def _lookup(kind: str) -> _Lookup:
         pts = np.argwhere(ref[::2, ::2, ::2]).astype(np.float64) * 2 * rdiag + roff
         # Padded with a False border so points mapped outside land on it.
         padded = np.pad(ref, 1)
+        if padded.size >= 2 ** 24:  # _dice_function's float32 linear index would not be exact
+            raise ValueError(f"reference mask {kind!r} too large: {padded.shape}")
         _LOOKUPS[kind] = _Lookup(padded.ravel(), np.array(padded.shape, np.int32) - 1,
                                  np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1], np.int32),
                                  rdiag, roff, pts.mean(axis=0), pts.var(axis=0))
@@ -252,15 +254,23 @@ def _lookup(kind: str) -> _Lookup:
 def _dice_function(ref: _Lookup, centred: np.ndarray, a: np.ndarray, deep: int):
     """Dice of the points ``centred`` (inside flags ``a``) plus ``deep`` points counted as overlapping."""
     n_a = int(a.sum()) + deep
+    # Coordinates as (3, N) rows: each step below is one long contiguous loop (an (N, 3) layout
+    # made the broadcast add and the 3x3 product the slowest steps), and the clip and the
+    # linear index stay in float32, exact for indices below 2**24 (checked in _lookup).
+    cols = np.ascontiguousarray(np.asarray(centred, np.float32).T)
+    buf = np.empty_like(cols)
+    hi = ref.limit.astype(np.float32)[:, None]
+    strides = ref.strides.astype(np.float32)
 
     def dice(p: np.ndarray) -> float:
         m = _matrix(p, np.zeros(3))
         # Reference voxel (+1 for the padding) of every point, rounded as floor(x + 0.5).
-        lin = (m[:3, :3] / ref.rdiag[:, None]).T.astype(np.float32)
-        off = ((m[:3, 3] - ref.roff) / ref.rdiag + 1.5).astype(np.float32)
-        idx = np.floor(centred @ lin + off).astype(np.int32)
-        np.clip(idx, 0, ref.limit, out=idx)
-        b = ref.flat[idx @ ref.strides]
+        np.matmul((m[:3, :3] / ref.rdiag[:, None]).astype(np.float32), cols, out=buf)
+        np.add(buf, ((m[:3, 3] - ref.roff) / ref.rdiag + 1.5).astype(np.float32)[:, None], out=buf)
+        np.floor(buf, out=buf)
+        np.maximum(buf, 0, out=buf)
+        np.minimum(buf, hi, out=buf)
+        b = ref.flat[(strides @ buf).astype(np.int32)]
         return 2.0 * (np.count_nonzero(b & a) + deep) / max(n_a + np.count_nonzero(b) + deep, 1)
 
     return dice
