@@ -189,3 +189,20 @@ def test_integer_voxels_kept_as_stored_prepare_the_same_images(tiny_cohort, monk
     for name in INPUT_NAMES:
         np.testing.assert_array_equal(kept.images[name], converted.images[name])
     assert kept.levels == converted.levels and kept.qc["same_head"] == converted.qc["same_head"]
+
+
+def test_a_started_preparing_pool_gives_the_one_process_rows_and_stays_open(smoke_run, tiny_cohort, tmp_path):
+    import os
+
+    from kerasmyelin.wholebrain.batch import PreparingPool, run_batch
+    from kerasmyelin.wholebrain.manifest import jobs_from_bids
+
+    jobs = jobs_from_bids(tiny_cohort)
+    estimator = TrainedEstimator.from_path(smoke_run)
+    alone = run_batch(jobs, estimator, tmp_path / "alone", progress=False, workers=1)
+    with PreparingPool(2) as pool:
+        pooled = run_batch(jobs, estimator, tmp_path / "pooled", progress=False, workers=pool)
+        assert pool.executor.submit(os.getpid).result() != os.getpid()  # run_batch left it open
+    assert pooled == alone and all(r["status"] == "ok" for r in alone)
+    with pytest.raises(ValueError, match="at least 2"):
+        PreparingPool(1)

@@ -8,6 +8,7 @@ included), or a prepared ten-slice cache ``--data``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from kerasmyelin.errors import InputError
@@ -73,17 +74,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_whole_brain(args: argparse.Namespace) -> int:
     from kerasmyelin.io.atomic import check_output_dir
-    from kerasmyelin.wholebrain.batch import PREDICTIONS_CSV, run_batch
+    from kerasmyelin.wholebrain.batch import PREDICTIONS_CSV, PreparingPool, run_batch
     from kerasmyelin.wholebrain.manifest import (
         AGE_RANGE_MONTHS,
         jobs_from_bids,
         jobs_from_csv,
-    )
-    from kerasmyelin.wholebrain.pipeline import (
-        TrainedEstimator,
-        estimate_subject,
-        prepare_scan,
-        write_subject_outputs,
     )
 
     if not args.out:
@@ -98,40 +93,60 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
     # an occupied folder fails in a second, not after ~10.
     check_output_dir(args.out, args.overwrite)
     jobs = None if args.t1 else (jobs_from_bids(args.bids) if args.bids else jobs_from_csv(args.csv))
-    estimator = TrainedEstimator.from_path(args.model)
-    if estimator.normative is None:
-        print(f"note: no normative model for {args.model} ({estimator.normative_report.get('unavailable', 'a single model file')}); "
-              "estimates come without interval or delay grade")
-    saliency = None if args.no_saliency else "integrated_gradients"
     if jobs is None:
-
-        scan = prepare_scan(args.t1, args.t2, skull_stripped=skull, prep=estimator.prep_config)
-        result, attribution = estimate_subject(estimator, scan, subject=args.subject, age_months=args.age_months,
-                                               saliency=saliency)
-        written = write_subject_outputs(args.out, result, scan, attribution, estimator, overwrite=args.overwrite)
-        interval = result["interval_months"]
-        line = f"{args.subject}: estimated myelination age {result['estimate_months']:.1f} months"
-        if interval:
-            line += f" ({result['interval_level']:.0%} interval {interval[0]:.1f} to {interval[1]:.1f})"
-        if result["grade"]:
-            line += f"; corrected gap {result['corrected_gap_months']:+.1f} months: {result['grade']}"
-        print(line)
-        for w in result["qc"]["warnings"]:
-            print(f"warning: {w}")
-        print("wrote " + ", ".join(str(p) for p in written))
-        return 0
+        return _one_infant(args, skull)
     from kerasmyelin.runtime import cpu_count
 
     workers = args.jobs if args.jobs is not None else min(2, cpu_count())
     if workers < 1:
         raise InputError(f"--jobs must be at least 1, got {workers}")
-    rows = run_batch(jobs, estimator, args.out, reports=args.reports, saliency=saliency if args.reports else None,
-                     skull_stripped=skull, workers=workers, overwrite=args.overwrite)
+    # The preparing processes start first, so that their start-up overlaps with loading the model.
+    with PreparingPool(workers) if workers > 1 else contextlib.nullcontext(1) as pool:
+        estimator = _load_estimator(args)
+        saliency = None if args.no_saliency else "integrated_gradients"
+        rows = run_batch(jobs, estimator, args.out, reports=args.reports, saliency=saliency if args.reports else None,
+                         skull_stripped=skull, workers=pool, overwrite=args.overwrite)
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"{len(rows) - len(failed)} of {len(rows)} infants estimated; wrote {Path(args.out) / PREDICTIONS_CSV}")
     if failed:
         print(f"{len(failed)} failed (see the error column): {', '.join(r['subject'] for r in failed[:10])}")
     return 1 if failed else 0
+
+
+def _load_estimator(args: argparse.Namespace):
+    from kerasmyelin.wholebrain.pipeline import TrainedEstimator
+
+    estimator = TrainedEstimator.from_path(args.model)
+    if estimator.normative is None:
+        print(f"note: no normative model for {args.model} ({estimator.normative_report.get('unavailable', 'a single model file')}); "
+              "estimates come without interval or delay grade")
+    return estimator
+
+
+def _one_infant(args: argparse.Namespace, skull: bool | None) -> int:
+    from kerasmyelin.wholebrain.pipeline import (
+        estimate_subject,
+        prepare_scan,
+        write_subject_outputs,
+    )
+
+    estimator = _load_estimator(args)
+    saliency = None if args.no_saliency else "integrated_gradients"
+    scan = prepare_scan(args.t1, args.t2, skull_stripped=skull, prep=estimator.prep_config)
+    result, attribution = estimate_subject(estimator, scan, subject=args.subject, age_months=args.age_months,
+                                           saliency=saliency)
+    written = write_subject_outputs(args.out, result, scan, attribution, estimator, overwrite=args.overwrite)
+    interval = result["interval_months"]
+    line = f"{args.subject}: estimated myelination age {result['estimate_months']:.1f} months"
+    if interval:
+        line += f" ({result['interval_level']:.0%} interval {interval[0]:.1f} to {interval[1]:.1f})"
+    if result["grade"]:
+        line += f"; corrected gap {result['corrected_gap_months']:+.1f} months: {result['grade']}"
+    print(line)
+    for w in result["qc"]["warnings"]:
+        print(f"warning: {w}")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
 
 
 def _run_cache(args: argparse.Namespace) -> int:

@@ -19,7 +19,11 @@ from pathlib import Path
 
 import kerasmyelin
 from kerasmyelin.errors import KerasMyelinError
-from kerasmyelin.io.atomic import check_output_dir, write_bytes_atomic, write_text_atomic
+from kerasmyelin.io.atomic import (
+    check_output_dir,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from kerasmyelin.wholebrain.manifest import Job
 
 PREDICTIONS_CSV = "predictions.csv"
@@ -63,61 +67,94 @@ def _prepare(job: Job, skull_stripped, prep):
         return None, f"unexpected {type(exc).__name__}: {exc}"
 
 
-def _prepared_in_order(jobs: list[Job], workers: int, skull_stripped, prep):
-    """Yield (job, scan, error) in job order; preparation runs ``workers`` processes ahead.
+def _start_worker(references) -> None:
+    """A preparing process's initializer: the parent's reference masks, and the imports up front."""
+    import kerasmyelin.wholebrain.pipeline  # noqa: F401  (numpy, scipy, nibabel: ~1.5 s, now, not at the first infant)
+    from kerasmyelin.wholebrain.level_finder import install_references
+
+    install_references(references)
+
+
+class PreparingPool:
+    """Processes that prepare infants (read, check, find levels, cut slices) for :func:`run_batch`.
 
     Reading, checking, level finding and slice preparation need no TensorFlow, so they run in
     worker processes (spawned: the parent may hold TensorFlow's threads) while the parent
-    estimates. At most :data:`AHEAD` infants are in flight (about 0.7 MB each once prepared), enough to
-    keep the workers busy while the parent estimates a chunk; memory stays flat for any cohort.
+    estimates. The workers start as soon as the pool is made; ``kerasmyelin predict`` makes it
+    before loading the model, so their start-up (imports, the reference masks, which the parent
+    builds once and hands over) overlaps with loading TensorFlow and the networks. Use it as a
+    context manager; :func:`run_batch` also makes one itself when given a number of workers.
     """
-    if workers <= 1:
+
+    def __init__(self, workers: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from kerasmyelin.wholebrain.level_finder import REFERENCES, reference_mask
+
+        if workers < 2:
+            raise ValueError(f"a preparing pool needs at least 2 processes, got {workers}")
+        self.workers = workers
+        references = {kind: reference_mask(kind) for kind in REFERENCES}  # built once, not per worker
+        self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_start_worker, initargs=(references,))
+        for _ in range(workers):  # a process is spawned per submission while none is idle
+            self.executor.submit(int)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> PreparingPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _prepared_in_order(jobs: list[Job], pool: PreparingPool | None, skull_stripped, prep):
+    """Yield (job, scan, error) in job order; with a pool, preparation runs ahead of the caller.
+
+    At most :data:`AHEAD` infants are in flight (about 0.7 MB each once prepared), enough to keep
+    the workers busy while the parent estimates a chunk; memory stays flat for any cohort.
+    """
+    if pool is None:
         for job in jobs:
             yield (job, *(_prepare(job, skull_stripped, prep) if job.error is None else (None, job.error)))
         return
-    import multiprocessing
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
-    from kerasmyelin.wholebrain.level_finder import (
-        REFERENCES,
-        install_references,
-        reference_mask,
-    )
 
     pending = deque()
     todo = iter(jobs)
-    references = {kind: reference_mask(kind) for kind in REFERENCES}  # built once, not per worker
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=install_references, initargs=(references,)) as pool:
-        def submit_next() -> bool:
-            job = next(todo, None)
-            if job is None:
-                return False
-            pending.append((job, None if job.error else pool.submit(_prepare, job, skull_stripped, prep)))
-            return True
 
-        for _ in range(max(AHEAD, 2 * workers)):
-            submit_next()
-        while pending:
-            job, future = pending.popleft()
-            submit_next()
-            if future is None:
-                yield job, None, job.error
-                continue
-            try:
-                yield (job, *future.result())
-            except Exception as exc:  # a worker died (killed, out of memory): this job fails, not the batch
-                yield job, None, f"the preparing process failed ({type(exc).__name__}: {exc})"
+    def submit_next() -> bool:
+        job = next(todo, None)
+        if job is None:
+            return False
+        pending.append((job, None if job.error else pool.executor.submit(_prepare, job, skull_stripped, prep)))
+        return True
+
+    for _ in range(max(AHEAD, 2 * pool.workers)):
+        submit_next()
+    while pending:
+        job, future = pending.popleft()
+        submit_next()
+        if future is None:
+            yield job, None, job.error
+            continue
+        try:
+            yield (job, *future.result())
+        except Exception as exc:  # a worker died (killed, out of memory): this job fails, not the batch
+            yield job, None, f"the preparing process failed ({type(exc).__name__}: {exc})"
 
 
 def run_batch(jobs: list[Job], estimator, out: str | os.PathLike, *, reports: bool = False,
               saliency: str | None = None, skull_stripped: bool | None = None, progress: bool = True,
-              workers: int = 1, overwrite: bool = False, log=print) -> list[dict]:
+              workers: int | PreparingPool = 1, overwrite: bool = False, log=print) -> list[dict]:
     """Estimate every job; write ``out/predictions.csv`` and ``out/<subject>/result.json`` (+ report).
 
     Args:
-        workers: processes preparing infants ahead of the estimates (1: all in this process).
+        workers: processes preparing infants ahead of the estimates (1: all in this process), or
+            a :class:`PreparingPool` already started (it is left open for the caller to close).
         overwrite: replace an earlier batch folder (one kerasmyelin wrote); otherwise a non-empty
             ``out`` is refused. The earlier folder is kept aside until this batch has finished.
 
@@ -173,7 +210,9 @@ def run_batch(jobs: list[Job], estimator, out: str | os.PathLike, *, reports: bo
             state["written"] = time.monotonic()
 
     chunk = []
-    prepared = _prepared_in_order(jobs, workers, skull_stripped, estimator.prep_config)
+    own_pool = PreparingPool(workers) if isinstance(workers, int) and workers > 1 else None
+    pool = workers if isinstance(workers, PreparingPool) else own_pool
+    prepared = _prepared_in_order(jobs, pool, skull_stripped, estimator.prep_config)
     try:
         for item in tqdm(prepared, total=len(jobs), desc="predict", unit="infant", disable=not progress):
             chunk.append(item)
@@ -184,6 +223,8 @@ def run_batch(jobs: list[Job], estimator, out: str | os.PathLike, *, reports: bo
             finish(chunk)
     finally:  # an interrupted batch still leaves every finished infant in the table
         write_rows(out / PREDICTIONS_CSV, rows)
+        if own_pool is not None:
+            own_pool.close()
     if earlier is not None:
         shutil.rmtree(earlier, ignore_errors=True)
     return rows
