@@ -44,6 +44,9 @@ from kerasmyelin.io.atomic import (
     write_text_atomic,
 )
 from kerasmyelin.levels import INPUT_NAMES
+from kerasmyelin.runtime import (  # shard-writing workers import TensorFlow themselves
+    import_tensorflow_quietly,
+)
 
 INDEX_FILE = "shards.json"
 INDEX_FORMAT = "kerasmyelin ten-slice shards"
@@ -77,7 +80,7 @@ def encode_record(participant_id: str, age_months: float, images: dict[str, np.n
     Args:
         images: input name -> (H, W) image, stored as float16.
     """
-    import tensorflow as tf
+    tf = import_tensorflow_quietly()
 
     def bytes_feature(value: bytes):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
@@ -108,7 +111,7 @@ def half_to_float32(bits):
     Returns:
         float32 tensor of the same shape (every one of the 65536 patterns as numpy converts it).
     """
-    import tensorflow as tf
+    tf = import_tensorflow_quietly()
 
     bits = tf.cast(bits, tf.int32)
     sign = tf.bitwise.left_shift(tf.bitwise.bitwise_and(bits, 0x8000), 16)
@@ -131,7 +134,7 @@ def parse_records(serialized, image_shape: tuple[int, int]):
     Returns:
         (input name -> (B, H, W) float32, (B,) float32 age in months, (B,) participant ids).
     """
-    import tensorflow as tf
+    tf = import_tensorflow_quietly()
 
     spec = {name: tf.io.FixedLenFeature([], tf.string) for name in INPUT_NAMES}
     spec.update(participant_id=tf.io.FixedLenFeature([], tf.string),
@@ -195,7 +198,7 @@ def shard_writer(folder: str | os.PathLike, number: int, count: int, image_shape
         An object with ``add(participant_id, age_months, images, session_id="")`` and, once
         the block has ended, ``summary`` (a ``ShardSummary``).
     """
-    import tensorflow as tf
+    tf = import_tensorflow_quietly()
 
     name = shard_name(number, count)
     with atomic_path(Path(folder) / name) as tmp:
@@ -336,7 +339,7 @@ class ShardedTenSliceSet:
         Raises:
             InputError: a damaged or truncated record, naming its shard file.
         """
-        import tensorflow as tf
+        tf = import_tensorflow_quietly()
         from tensorflow.python.lib.io.tf_record import tf_record_random_reader
 
         out = []
@@ -356,7 +359,7 @@ class ShardedTenSliceSet:
 
     def images_at(self, indices) -> dict[str, np.ndarray]:
         """input name -> (len(indices), H, W) float32 images of the infants at ``indices``."""
-        import tensorflow as tf
+        tf = import_tensorflow_quietly()
 
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size == 0:
@@ -476,7 +479,7 @@ def read_shards(folder: str | os.PathLike) -> ShardedTenSliceSet:
 
 def _check_first_records(data: ShardedTenSliceSet) -> None:
     """Read each shard's first record: frame CRCs, participant id and image shape as indexed."""
-    import tensorflow as tf
+    tf = import_tensorflow_quietly()
 
     first = data.first_position
     for k, pos in enumerate(first):
