@@ -7,7 +7,8 @@ MNI's ventricles: brain voxels at least 12 mm deep whose grey + white matter pri
 0.3, the two largest components. A template's: the brightest 3% of its T2w voxels among those
 that the T1w outline alignment maps at least 12 mm inside the MNI brain. Prints, per template,
 the z (mm) of MNI's ventricle centroid mapped into the template, the measured centroid (mean
-and median), and the annotated and found level c.
+and median), and level c as found and as each reading has it. Templates are read with their
+headers corrected (``template_levels.load_template``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ def main() -> None:
     import numpy as np
     from scipy import ndimage
 
-    from kerasmyelin.data.prepare import to_canonical
-    from kerasmyelin.io.nifti import load_volume
     from kerasmyelin.validation.mni_priors import load_mni_priors
     from kerasmyelin.validation.template_levels import (
-        ANNOTATED_Z_MM,
         TEMPLATE_AGES,
-        template_file,
+        load_template,
+        reading_z,
     )
     from kerasmyelin.wholebrain.level_finder import find_levels
 
@@ -45,8 +44,8 @@ def main() -> None:
     mni_centroid = (np.argwhere(ventricles) * np.diag(aff)[:3] + aff[:3, 3]).mean(axis=0)
     print(f"MNI ventricle centroid (mm): {np.round(mni_centroid, 1)}")
     for months in TEMPLATE_AGES:
-        t1, a1 = to_canonical(*load_volume(template_file(args.templates, months, "T1w")))
-        t2, _ = to_canonical(*load_volume(template_file(args.templates, months, "T2w")))
+        t1, a1 = load_template(args.templates, months, "T1w")
+        t2, _ = load_template(args.templates, months, "T2w")
         fit = find_levels(t1, a1)
         sub = t2[::2, ::2, :]
         ijk = np.argwhere(np.ones(sub.shape, bool)) * [2, 2, 1]
@@ -61,8 +60,9 @@ def main() -> None:
         predicted = (np.linalg.inv(fit.subject_to_mni) @ [*mni_centroid, 1.0])[2]
         z = world[chosen, 2]
         print(f"{months:>2} months: predicted ventricle z {predicted:6.1f}  measured {z.mean():6.1f} "
-              f"(median {np.median(z):6.1f})  level c annotated {ANNOTATED_Z_MM[months]['c']:6.1f} "
-              f"found {fit.z_mm['c']:6.1f}")
+              f"(median {np.median(z):6.1f})  level c found {fit.z_mm['c']:6.1f}, first reading "
+              f"{reading_z(args.templates, months, 'first')['c']:6.1f}, second "
+              f"{reading_z(args.templates, months, 'second')['c']:6.1f}")
 
 
 if __name__ == "__main__":
