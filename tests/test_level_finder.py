@@ -184,3 +184,24 @@ def test_finder_on_the_real_templates_against_the_readings():
     for months in TEMPLATE_AGES:  # the two readings, made independently, agree to 7.5 mm
         first, second = reading_z(folder, months, "first"), reading_z(folder, months, "second")
         assert all(abs(first[k] - second[k]) <= 7.5 for k in "bcde"), (months, first, second)
+
+
+def test_a_header_that_reverses_front_and_back_is_flagged():
+    """The real templates' headers as stored reverse front and back: the finder notices it (the
+    outline fits better turned) and the pipeline says so; with the header corrected it does not."""
+    from kerasmyelin.data.prepare import to_canonical
+    from kerasmyelin.io.nifti import load_volume
+    from kerasmyelin.validation.template_levels import load_template, template_file
+    from kerasmyelin.wholebrain.level_finder import find_levels
+    from tests.conftest import TEMPLATES, require_shared
+
+    folder = require_shared(TEMPLATES)
+    as_stored = find_levels(*to_canonical(*load_volume(template_file(folder, 6, "T1w"))))
+    assert as_stored.looks_reversed, (as_stored.dice, as_stored.reversed_dice)
+    assert as_stored.as_dict()["reversed_dice"] > as_stored.dice + 0.03
+    corrected = find_levels(*load_template(folder, 6, "T1w"))
+    assert not corrected.looks_reversed and corrected.dice > 0.93
+    from kerasmyelin.wholebrain.pipeline import prepare_scan
+
+    scan = prepare_scan(template_file(folder, 6, "T1w"), template_file(folder, 6, "T2w"))
+    assert any("turned front to back" in w for w in scan.qc["warnings"]), scan.qc["warnings"]

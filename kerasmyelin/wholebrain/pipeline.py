@@ -128,7 +128,11 @@ def prepare_pair(pair: ScanPair, *, skull_stripped: bool | None = None, finder: 
             warnings.append(f"level {lv.key} ({lv.name}): slice {k} holds almost no "
                             f"{'brain' if skull_stripped else 'head'} ({area[k]:.0%} of the widest slice); "
                             "the scan may not contain this level")
-    if fit.dice < 0.85:
+    if fit.looks_reversed:
+        warnings.append(f"the head outline fits much better turned front to back ({fit.reversed_dice:.2f} against "
+                        f"{fit.dice:.2f} as the header has it): the header may reverse front and back; check the "
+                        "orientation of the slices in the report before trusting the estimate")
+    elif fit.dice < 0.85:
         warnings.append(f"the level finder's outline overlap is low ({fit.dice:.2f}); check the levels in the report")
     seconds["prepare"] = time.perf_counter() - t
     qc = {"skull_stripped": bool(skull_stripped), "is_3d": pair.is_3d, "t2_resampled": pair.t2_resampled,
