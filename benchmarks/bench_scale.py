@@ -13,7 +13,7 @@ each, so the figure is an upper bound. Prints build time, training samples/s (fr
 own time in history.csv) and the two peaks against the 4096 MB target. The first epoch includes
 tracing the model (~10 s); at small N pass ``--epochs 2`` to see the steady rate. Usage:
 
-    python benchmarks/bench_scale.py                       # 10,000 infants: ~75 min of 2 cores
+    python benchmarks/bench_scale.py                       # 10,000 infants: ~1 h of 2 cores
     python benchmarks/bench_scale.py --subjects 200 --shards 8 --epochs 2
 """
 

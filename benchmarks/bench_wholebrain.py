@@ -65,7 +65,7 @@ def main() -> None:
         batch_ids = sorted(p.name for p in cohort.glob("sub-*"))[: args.batch]
         jobs = [Job(p, cohort / p / "anat" / f"{p}_T1w.nii.gz", cohort / p / "anat" / f"{p}_T2w.nii.gz", 6.0)
                 for p in batch_ids]
-        estimator.predict(scan.images)  # trace the plain forward graph outside the timing
+        estimator.warm_up()  # trace the plain forward graph outside the timing, as the CLI does at loading
         for workers in args.workers:
             t = time.perf_counter()
             pool = PreparingPool(workers) if workers > 1 else None

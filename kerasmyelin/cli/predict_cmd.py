@@ -100,9 +100,11 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
     workers = args.jobs if args.jobs is not None else min(2, cpu_count())
     if workers < 1:
         raise InputError(f"--jobs must be at least 1, got {workers}")
-    # The preparing processes start first, so that their start-up overlaps with loading the model.
+    # The preparing processes start first, so that their start-up overlaps with loading the model
+    # and tracing its graph.
     with PreparingPool(workers) if workers > 1 else contextlib.nullcontext(1) as pool:
         estimator = _load_estimator(args)
+        estimator.warm_up()
         saliency = None if args.no_saliency else "integrated_gradients"
         rows = run_batch(jobs, estimator, args.out, reports=args.reports, saliency=saliency if args.reports else None,
                          skull_stripped=skull, workers=pool, overwrite=args.overwrite)

@@ -126,6 +126,7 @@ def figure(root: str | os.PathLike, out_png: str | os.PathLike, levels: tuple[st
     from kerasmyelin.io.atomic import write_bytes_atomic
     from kerasmyelin.synth.simulate import simulate_subject
     from kerasmyelin.validation.synthetic_ratios import typical_infant
+    from kerasmyelin.validation.template_levels import HEADER_CORRECTION
     from kerasmyelin.validation.template_ratios import TEMPLATE_MONTHS, find_templates
 
     files = find_templates(root)
@@ -137,7 +138,9 @@ def figure(root: str | os.PathLike, out_png: str | os.PathLike, levels: tuple[st
         for contrast in CONTRASTS:
             img = nib.load(str(files[(month, contrast)]))
             data = np.asarray(img.dataobj, dtype=np.float32)
-            real = prepare_volume(data, img.affine, _template_level_slices(img))
+            # The templates' headers reverse front and back (template_levels.HEADER_CORRECTION);
+            # the correction turns x and y only, so the level slices keep their index.
+            real = prepare_volume(data, HEADER_CORRECTION @ img.affine, _template_level_slices(img))
             synth_vol = scan.t1w if contrast == "T1w" else scan.t2w
             synth = prepare_volume(synth_vol, scan.affine, scan.level_slices)
             for col, (c, lv, src) in enumerate(cols):

@@ -221,6 +221,11 @@ class TrainedEstimator:
         inputs = {n: np.stack([b[n] for b in batch])[..., None].astype(np.float32) for n in INPUT_NAMES}
         return np.asarray(graph_forward(self.model)(inputs)).reshape(-1).astype(np.float64)
 
+    def warm_up(self) -> None:
+        """Trace the forward graph now (a few seconds), not at the first infant of a batch."""
+        blank = np.zeros((self.image_size, self.image_size), np.float32)
+        self.predict_many([dict.fromkeys(INPUT_NAMES, blank)])
+
     @property
     def image_size(self) -> int:
         return int(self.model.inputs[0].shape[1])
