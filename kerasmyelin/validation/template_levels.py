@@ -112,6 +112,12 @@ def corrected_template_files(folder: str | Path, months: int, out: str | Path) -
     return files[0], files[1]
 
 
+def _centre_column(data: np.ndarray) -> tuple[float, float]:
+    """(i, j) of the brain's centre column: the intensity-weighted mean voxel across x and y."""
+    return tuple(float(np.average(np.arange(n), weights=w))
+                 for n, w in zip(data.shape[:2], (data.sum(axis=(1, 2)), data.sum(axis=(0, 2)))))
+
+
 def _centre_column_shift(folder: str | Path, months: int) -> float:
     """World z of a voxel slice at the brain's centre column minus its z at the corner column.
 
@@ -124,7 +130,7 @@ def _centre_column_shift(folder: str | Path, months: int) -> float:
     from kerasmyelin.io.nifti import load_volume
 
     d, a = to_canonical(*load_volume(template_file(folder, months, "T2w")))
-    ic, jc = (float(np.average(np.arange(n), weights=w)) for n, w in zip(d.shape[:2], (d.sum(axis=(1, 2)), d.sum(axis=(0, 2)))))
+    ic, jc = _centre_column(d)
     return float(a[2, 0] * ic + a[2, 1] * jc)
 
 
@@ -148,8 +154,7 @@ def draw_annotation_sheet(folder: str | Path, months: int, out: str | Path, cont
 
     plt = _pyplot()
     d, a = load_template(folder, months, contrast)
-    weights = d.sum(axis=(1, 2)), d.sum(axis=(0, 2))
-    ic, jc = (float(np.average(np.arange(n), weights=w)) for n, w in zip(d.shape[:2], weights))
+    ic, jc = _centre_column(d)
     zs = (a @ np.stack([np.full(d.shape[2], ic), np.full(d.shape[2], jc), np.arange(d.shape[2]),
                         np.ones(d.shape[2])]))[2]  # world z of each slice's centre column
     filled = np.nonzero(d.max(axis=(0, 1)) > 0)[0]
