@@ -112,7 +112,7 @@ def test_no_identifier_in_any_output(study, tmp_path):
     out = tmp_path / "nifti"
     dicom.dicom_series_to_nifti(study, out)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["T1w.json", "T1w.nii.gz", "T2w.json", "T2w.nii.gz", "manifest.json"]
+    assert names == [".kerasmyelin-output.json", "T1w.json", "T1w.nii.gz", "T2w.json", "T2w.nii.gz", "manifest.json"]
     for path, data in _all_output_bytes(out):
         for needle in IDENTIFIERS:
             assert needle.encode().lower() not in data.lower(), f"{needle!r} found in {path.name}"

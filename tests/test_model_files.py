@@ -1,5 +1,6 @@
 """Model files are loaded only when kerasmyelin wrote them: checksum manifest, layer allow-list,
-archive shape. The archives here are written by hand (no Keras), so each check is seen alone."""
+archive shape. The archives here are written by hand (no Keras), so each check is seen alone;
+``trust``, which also has Keras load the weights, gets a tiny real model."""
 
 import json
 import zipfile
@@ -8,7 +9,15 @@ import pytest
 
 from kerasmyelin.cli.main import main
 from kerasmyelin.errors import InputError
-from kerasmyelin.io.model_files import MANIFEST, check_archive, read_manifest, record, trust, verify
+from kerasmyelin.io.model_files import (
+    MANIFEST,
+    check_archive,
+    check_integrity,
+    read_manifest,
+    record,
+    trust,
+    verify,
+)
 
 
 def _archive(path, classes=("InputLayer", "Conv2D", "Dense"), module="keras.layers", members=None):
@@ -63,8 +72,21 @@ def test_not_a_zip_and_a_broken_manifest_are_named(tmp_path):
     assert MANIFEST in str(err.value)
 
 
-def test_trust_command_admits_a_clean_file_and_refuses_a_foreign_one(tmp_path, capsys):
-    clean = _archive(tmp_path / "old.keras")
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A real .keras file of the project's network at a tiny size (no SHA256SUMS beside it)."""
+    pytest.importorskip("keras")
+    from kerasmyelin.models.myelin_cnn import ModelConfig, build_myelin_cnn
+
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    build_myelin_cnn(ModelConfig(image_size=32, conv_filters=(4, 2), branch_units=8, side_units=(8,),
+                                 joint_units=(8,))).save(path)
+    return path.read_bytes()
+
+
+def test_trust_command_admits_a_clean_file_and_refuses_a_foreign_one(tmp_path, capsys, tiny_model):
+    clean = tmp_path / "old.keras"
+    clean.write_bytes(tiny_model)
     assert main(["trust", str(clean)]) == 0
     verify(clean)
     assert "trusted" in capsys.readouterr().out
@@ -73,3 +95,54 @@ def test_trust_command_admits_a_clean_file_and_refuses_a_foreign_one(tmp_path, c
     assert "evil.keras" in capsys.readouterr().err and "evil.keras" not in read_manifest(tmp_path)
     with pytest.raises(InputError, match="not found"):
         trust(tmp_path / "missing.keras")
+
+
+def _flip_byte_in(data: bytes, member: str) -> bytes:
+    """The archive with one byte of ``member``'s stored data inverted (its CRC-32 left as it was)."""
+    import io
+
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        info = z.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)  # past the local header
+    damaged = bytearray(data)
+    damaged[start + info.compress_size // 2] ^= 0xFF
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("damage,phrase", [
+    (lambda d: _flip_byte_in(d, "model.weights.h5"), "model.weights.h5 fails its CRC-32 checksum"),
+    (lambda d: _flip_byte_in(d, "config.json"), "config.json"),
+    (lambda d: d[: len(d) // 2], "probably truncated"),
+    (lambda d: d[:-10], "not a zip file"),
+])
+def test_trust_refuses_a_damaged_archive_and_records_nothing(tmp_path, capsys, tiny_model, damage, phrase):
+    path = tmp_path / "copied.keras"
+    path.write_bytes(damage(tiny_model))
+    assert main(["trust", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "copied.keras" in err and phrase in err, err
+    assert not (tmp_path / MANIFEST).exists()
+
+
+def test_trust_refuses_weights_keras_cannot_load(tmp_path, tiny_model):
+    """Intact zip, right members and classes, but the weights are not the network's."""
+    import io
+
+    import keras
+
+    with zipfile.ZipFile(io.BytesIO(tiny_model)) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    x = keras.Input((4,), name="x")
+    keras.Model(x, keras.layers.Dense(1, name="age")(x)).save(tmp_path / "dense.keras")
+    with zipfile.ZipFile(tmp_path / "dense.keras") as z:
+        other = z.read("model.weights.h5")  # sound HDF5, another network's weights
+    for name, weights in (("garbage.keras", b"\x89HDF not an HDF5 file"), ("other.keras", other)):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as z:
+            for member, data in members.items():
+                z.writestr(member, weights if member == "model.weights.h5" else data)
+        check_integrity(path)  # the zip itself is sound
+        with pytest.raises(InputError, match="Keras cannot load it|weights do not all load") as err:
+            trust(path)
+        assert name in str(err.value)
+    assert read_manifest(tmp_path) == {}

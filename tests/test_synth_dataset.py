@@ -124,7 +124,7 @@ def test_cli_refuses_non_empty_output_and_leaves_it_alone(tmp_path, capsys):
     (out / "precious.txt").write_text("keep me")
     assert main(["synth", "--out", str(out), "--subjects", "1", "--quiet"]) != 0
     err = capsys.readouterr().err
-    assert "not empty" in err and "--overwrite" in err and str(out) in err
+    assert "not empty" in err and "remove it yourself or choose another --out" in err and str(out) in err
     assert os.listdir(out) == ["precious.txt"] and sorted(os.listdir(tmp_path)) == ["out"]
 
 

@@ -14,6 +14,7 @@ pytest.importorskip("keras")
 from kerasmyelin.cli.main import main
 from kerasmyelin.data.prepare import PrepConfig
 from kerasmyelin.errors import InputError
+from kerasmyelin.io.output_dir import output_kind
 from kerasmyelin.levels import INPUT_NAMES
 from kerasmyelin.wholebrain.pipeline import TrainedEstimator, prepare_scan
 from tests.conftest import SMOKE_YAML, learnable_tenslice
@@ -97,7 +98,9 @@ def test_bids_batch_reports_a_broken_infant_and_finishes_the_others(smoke_run, t
     with open(out / "predictions.csv", newline="") as fh:
         rows = {r["subject"]: r for r in csv.DictReader(fh)}
     assert sorted(rows) == ["sub-001", "sub-002", "sub-003", "sub-004"]
-    assert rows["sub-002"]["status"] == "failed" and "sub-002_T2w.nii.gz" in rows["sub-002"]["error"]
+    # The error names the file by its role: paths and file names can carry a patient's name.
+    assert rows["sub-002"]["status"] == "failed" and rows["sub-002"]["error"].startswith("<t2w>: ")
+    assert "sub-002_T2w" not in rows["sub-002"]["error"] and str(tmp_path) not in rows["sub-002"]["error"]
     assert "truncated" in rows["sub-002"]["error"]
     for pid in ("sub-001", "sub-003", "sub-004"):
         assert rows[pid]["status"] == "ok" and float(rows[pid]["estimate_months"]) == pytest.approx(
@@ -106,13 +109,14 @@ def test_bids_batch_reports_a_broken_infant_and_finishes_the_others(smoke_run, t
     assert "sub-002: skipped" in capsys.readouterr().out
     # The batch folder is marked as ours; a second batch into it needs --overwrite, and then
     # holds only the new batch's infants.
-    assert "kerasmyelin" in (out / "dataset_description.json").read_text()
+    assert output_kind(out) == "predict"
     assert main(["predict", "--model", str(smoke_run), "--bids", str(bids), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     shutil.rmtree(bids / "sub-002")
     (out / "sub-001" / "stale.txt").write_text("from the first batch")
     assert main(["predict", "--model", str(smoke_run), "--bids", str(bids), "--out", str(out), "--overwrite"]) == 0
     assert not (out / "sub-001" / "stale.txt").exists() and not list(tmp_path.glob(".preds*"))
+    assert not list(tmp_path.glob("preds.kerasmyelin-*"))
     with open(out / "predictions.csv", newline="") as fh:
         assert sorted(r["subject"] for r in csv.DictReader(fh)) == ["sub-001", "sub-003", "sub-004"]
 
@@ -133,7 +137,8 @@ def test_csv_batch_names_bad_rows(smoke_run, tiny_cohort, tmp_path):
         got = {r["subject"]: r for r in csv.DictReader(fh)}
     assert got["ok"]["status"] == "ok"
     assert "not a number of months" in got["weeks"]["error"]
-    assert "sub-404_T2w.nii.gz: file not found" in got["missing"]["error"]
+    assert "file not found (line 4, column t2w)" in got["missing"]["error"]  # by row and role, not by path
+    assert "sub-404_T2w" not in got["missing"]["error"]
     assert "same head" in got["other-head"]["error"]
     assert "names the output folder" in got["line-6"]["error"] and not (tmp_path / "escape").exists()
 

@@ -39,10 +39,13 @@ def run(args: argparse.Namespace) -> int:
     from kerasmyelin.wholebrain.pipeline import TrainedEstimator
 
     # An occupied --out fails before the model is loaded, not after.
-    check_target(args.out, args.format, args.overwrite)
+    inputs = [("model", args.model)]
+    check_target(args.out, args.format, args.overwrite, inputs)
     estimator = TrainedEstimator.from_path(args.model)
+    inputs += [("model file", list(estimator.files))]
     sources = ", ".join(str(Path(f).absolute()) for f in estimator.files)
-    result = export_model(estimator.model, args.out, args.format, overwrite=args.overwrite, source=sources)
+    result = export_model(estimator.model, args.out, args.format, overwrite=args.overwrite, source=sources,
+                          inputs=inputs)
     print(f"model: {estimator.name} ({', '.join(str(f) for f in estimator.files)})")
     for line in result.describe():
         print(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from kerasmyelin import __version__
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda record: "triggered tf.function retracing" not in record.getMessage())
     if getattr(sys.modules[args.run.__module__], "USES_TENSORFLOW", True):
         import_tensorflow_quietly()
+    previous = _interrupt_on_sigterm()
     try:
         return int(args.run(args) or 0)
     except KerasMyelinError as exc:
@@ -69,6 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kerasmyelin {args.command}: interrupted; nothing was left half-written", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _interrupt_on_sigterm():
+    """SIGTERM (a scheduler's time limit, ``kill``) unwinds like Ctrl-C, so outputs being built are
+    cleaned up or kept for ``--resume``; returns the handler it replaced (None off the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,9 @@ models; its cross-validated estimates give the interval and the delay grades), a
 .keras file written by kerasmyelin. One infant writes OUT/result.json, OUT/report.png, OUT/report.pdf
 and OUT/slices.npz. --bids/--csv write OUT/predictions.csv (status and error per infant) and
 OUT/<subject>/result.json. A CSV list has columns subject,t1w,t2w[,age_months]. Ages are corrected
-ages in months. Research use only.
+ages in months. --out must lie outside the inputs (a BIDS folder's derivatives/ is fine). A batch is
+built in OUT.kerasmyelin-partial and replaces OUT when every infant is done; if it is interrupted,
+--resume continues it. Research use only.
 """
 
 
@@ -48,7 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                             "one per core)")
     p.add_argument("--subjects", help="with --data: comma-separated participant ids (default: all)")
     p.add_argument("--overwrite", action="store_true",
-                   help="with --t1/--bids/--csv: replace an output folder kerasmyelin wrote before")
+                   help="replace an earlier output of the same kind (a folder kerasmyelin marked as its output, "
+                        "or with --data the predictions table)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --bids/--csv: continue an interrupted batch for --out, keeping the infants done")
     p.add_argument("--out", help="output folder (--t1/--bids/--csv) or CSV to write (--data; default: print only)")
 
 
@@ -73,8 +78,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_whole_brain(args: argparse.Namespace) -> int:
-    from kerasmyelin.io.atomic import check_output_dir
-    from kerasmyelin.wholebrain.batch import PREDICTIONS_CSV, PreparingPool, run_batch
+    from kerasmyelin.io.output_dir import OutputFolder
+    from kerasmyelin.wholebrain.batch import (
+        PREDICTIONS_CSV,
+        PreparingPool,
+        batch_folder,
+        batch_settings,
+        run_batch,
+    )
     from kerasmyelin.wholebrain.manifest import (
         AGE_RANGE_MONTHS,
         jobs_from_bids,
@@ -85,31 +96,43 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
         raise InputError("--out is required with --t1, --bids or --csv (the folder to write results to)")
     if args.t1 and not args.t2:
         raise InputError("--t1 needs --t2 (the same infant's T2w image)")
+    if args.t1 and args.resume:
+        raise InputError("--resume continues an interrupted batch (--bids or --csv); one infant is simply rerun")
     if args.age_months is not None and not AGE_RANGE_MONTHS[0] <= args.age_months <= AGE_RANGE_MONTHS[1]:
         raise InputError(f"--age-months {args.age_months} is outside {AGE_RANGE_MONTHS[0]:g} to "
                          f"{AGE_RANGE_MONTHS[1]:g}: give the corrected age in months (not weeks or days)")
     skull = {"auto": None, "yes": True, "no": False}[args.skull_stripped]
-    # Check the output folder and read the inputs list before loading the model: a bad list or
-    # an occupied folder fails in a second, not after ~10.
-    check_output_dir(args.out, args.overwrite)
-    jobs = None if args.t1 else (jobs_from_bids(args.bids) if args.bids else jobs_from_csv(args.csv))
-    if jobs is None:
-        return _one_infant(args, skull)
+    inputs = [("--model", args.model), ("--t1", args.t1), ("--t2", args.t2), ("--bids", args.bids),
+              ("--csv", args.csv)]
+    bids_roots = [args.bids] if args.bids else []
+    saliency = None if args.no_saliency else "integrated_gradients"
+    if args.t1:
+        # Checked, locked and staged before the model loads: a refusal comes in a second, not after ~10.
+        with OutputFolder(args.out, "subject", overwrite=args.overwrite, inputs=inputs,
+                          what="kerasmyelin predict") as folder:
+            return _one_infant(args, skull, folder)
+    # The list is read first (it is quick): its images are inputs that --out must stay apart from.
+    jobs = jobs_from_bids(args.bids) if args.bids else jobs_from_csv(args.csv)
+    files = [f for job in jobs for f in (job.t1w, job.t2w) if f is not None]
+    folder = batch_folder(args.out, overwrite=args.overwrite, resume=args.resume, bids_roots=bids_roots,
+                          inputs=[*inputs, ("image listed in " + (args.csv or args.bids), files)],
+                          settings=batch_settings(args.reports, saliency if args.reports else None))
     from kerasmyelin.runtime import cpu_count
 
     workers = args.jobs if args.jobs is not None else min(2, cpu_count())
     if workers < 1:
         raise InputError(f"--jobs must be at least 1, got {workers}")
-    # The preparing processes start first, so that their start-up overlaps with loading the model
-    # and tracing its graph.
-    with PreparingPool(workers) if workers > 1 else contextlib.nullcontext(1) as pool:
-        estimator = _load_estimator(args)
-        estimator.warm_up()
-        saliency = None if args.no_saliency else "integrated_gradients"
-        rows = run_batch(jobs, estimator, args.out, reports=args.reports, saliency=saliency if args.reports else None,
-                         skull_stripped=skull, workers=pool, overwrite=args.overwrite)
+    with folder:
+        print(f"writing into {folder.work}; it replaces {folder.path} when every infant is done")
+        # The preparing processes start first, so that their start-up overlaps with loading the
+        # model and tracing its graph.
+        with PreparingPool(workers) if workers > 1 else contextlib.nullcontext(1) as pool:
+            estimator = _load_estimator(args)
+            estimator.warm_up()
+            rows = run_batch(jobs, estimator, folder, reports=args.reports,
+                             saliency=saliency if args.reports else None, skull_stripped=skull, workers=pool)
     failed = [r for r in rows if r["status"] != "ok"]
-    print(f"{len(rows) - len(failed)} of {len(rows)} infants estimated; wrote {Path(args.out) / PREDICTIONS_CSV}")
+    print(f"{len(rows) - len(failed)} of {len(rows)} infants estimated; wrote {folder.path / PREDICTIONS_CSV}")
     if failed:
         print(f"{len(failed)} failed (see the error column): {', '.join(r['subject'] for r in failed[:10])}")
     return 1 if failed else 0
@@ -125,11 +148,11 @@ def _load_estimator(args: argparse.Namespace):
     return estimator
 
 
-def _one_infant(args: argparse.Namespace, skull: bool | None) -> int:
+def _one_infant(args: argparse.Namespace, skull: bool | None, folder) -> int:
     from kerasmyelin.wholebrain.pipeline import (
         estimate_subject,
         prepare_scan,
-        write_subject_outputs,
+        write_subject_files,
     )
 
     estimator = _load_estimator(args)
@@ -137,7 +160,7 @@ def _one_infant(args: argparse.Namespace, skull: bool | None) -> int:
     scan = prepare_scan(args.t1, args.t2, skull_stripped=skull, prep=estimator.prep_config)
     result, attribution = estimate_subject(estimator, scan, subject=args.subject, age_months=args.age_months,
                                            saliency=saliency)
-    written = write_subject_outputs(args.out, result, scan, attribution, estimator, overwrite=args.overwrite)
+    written = [folder.path / n for n in write_subject_files(folder.work, result, scan, attribution, estimator)]
     interval = result["interval_months"]
     line = f"{args.subject}: estimated myelination age {result['estimate_months']:.1f} months"
     if interval:
@@ -158,6 +181,14 @@ def _run_cache(args: argparse.Namespace) -> int:
     from kerasmyelin.training.experiment import predict_ages, write_predictions
     from kerasmyelin.wholebrain.pipeline import load_checked_model
 
+    if args.resume:
+        raise InputError("--resume continues an interrupted batch (--bids or --csv)")
+    if args.out:
+        from kerasmyelin.io.output_dir import check_output_file
+        from kerasmyelin.training.experiment import looks_like_predictions
+
+        check_output_file(args.out, overwrite=args.overwrite, inputs=[("--model", args.model), ("--data", args.data)],
+                          looks_ours=looks_like_predictions)
     model_file = resolve_model_file(args.model)
     data = open_tenslice(args.data)
     ids = data.participant_id.tolist()

@@ -78,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = [f"train.epochs={epochs}", *args.overrides]
     configs = {k: load_experiment(path, overrides) for k, path in files.items()}
 
+    from kerasmyelin.io.output_dir import open_reopened
+
+    # Reopened, not replaced: a reproduction resumes where it stopped. One made before output
+    # markers existed is recognised by its cohort's cache.
+    open_reopened(out, "reproduce", inputs=[("--experiments", folder)],
+                  legacy=lambda f: (f / "cohort" / "derivatives" / "tenslice" / CACHE_FILE).is_file())
     cohort = out / "cohort"
     cache = cohort / "derivatives" / "tenslice"
     if not (cache / CACHE_FILE).exists():

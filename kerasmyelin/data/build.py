@@ -16,7 +16,7 @@ from kerasmyelin.data.cache import write_cache
 from kerasmyelin.data.prepare import PrepConfig, prepare_subject
 from kerasmyelin.errors import InputError
 from kerasmyelin.io.ages import CHRONOLOGICAL_COLUMN, GESTATIONAL_COLUMN
-from kerasmyelin.io.atomic import staged_dir
+from kerasmyelin.io.output_dir import OutputFolder, check_output
 from kerasmyelin.io.nifti import load_volume
 from kerasmyelin.io.tables import parse_number, read_tsv
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
@@ -140,6 +140,8 @@ def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | 
     from tqdm.auto import tqdm
 
     root = Path(bids)
+    inputs = [("--bids", root), ("--levels", levels)]
+    check_output(out, "cache", overwrite=overwrite, inputs=inputs, bids_roots=[root])  # before reading
     participants_path = root / "participants.tsv"
     participants = read_tsv(participants_path, ("participant_id",))
     columns = set(participants[0]) if participants else set()
@@ -157,7 +159,9 @@ def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | 
     keys = sorted(level_table)
     ages_of = {key: _session_age(root, by_id[key[0]], key[1], participants_path) for key in keys}  # all checked first
     tasks = [(root, key, level_table[key], config) for key in keys]
-    with staged_dir(out, overwrite) as tmp, contextlib.ExitStack() as stack:
+    with OutputFolder(out, "cache", overwrite=overwrite, inputs=inputs, bids_roots=[root],
+                      what="kerasmyelin prepare") as folder, contextlib.ExitStack() as stack:
+        tmp = folder.work
         if jobs > 1:
             pool = cf.ProcessPoolExecutor(min(jobs, len(keys)), mp_context=multiprocessing.get_context("fork"))
             # On a failure, report it without preparing the scans still queued.

@@ -322,13 +322,15 @@ def import_nnc(index: str | os.PathLike, out: str | os.PathLike, *, image_size: 
 
     from kerasmyelin.data.cache import write_cache
     from kerasmyelin.data.prepare import resize
-    from kerasmyelin.io.atomic import check_output_dir, sha256_file, staged_dir
+    from kerasmyelin.io.atomic import sha256_file
+    from kerasmyelin.io.output_dir import OutputFolder, check_output
 
     if intensity not in INTENSITIES:
         raise ConfigError(f"intensity must be one of {INTENSITIES}, got {intensity!r}")
     if not 16 <= image_size <= 1024:
         raise ConfigError(f"image size must be 16 to 1024 pixels, got {image_size}")
-    check_output_dir(out, overwrite)  # before reading hundreds of images
+    inputs = [("--nnc", index), ("--nnc's folder", Path(index).expanduser().absolute().parent)]
+    check_output(out, "cache", overwrite=overwrite, inputs=inputs)  # before reading hundreds of images
     table = read_nnc_index(index)
     images = {n: [] for n in INPUT_NAMES}
     subjects = []
@@ -361,7 +363,8 @@ def import_nnc(index: str | os.PathLike, out: str | os.PathLike, *, image_size: 
                         "columns": table.columns, "mapped_by": table.mapped_by, "ignored_columns": table.ignored,
                         "intensity": intensity, "image_size": image_size},
                 "subjects": subjects}
-    with staged_dir(out, overwrite) as tmp:
+    with OutputFolder(out, "cache", overwrite=overwrite, inputs=inputs, what="kerasmyelin prepare --nnc") as folder:
+        tmp = folder.work
         write_cache(tmp, {n: np.stack(v) for n, v in images.items()},
                     [r["participant_id"] for r in table.rows], [r["age_months"] for r in table.rows], manifest)
     return Path(out).expanduser().absolute()
@@ -388,11 +391,13 @@ def export_nnc(cache: str | os.PathLike, out: str | os.PathLike, *, overwrite: b
     from tqdm.auto import tqdm
 
     from kerasmyelin.data.cache import CACHE_FILE, read_cache
-    from kerasmyelin.io.atomic import check_output_dir, sha256_file, staged_dir
+    from kerasmyelin.io.atomic import sha256_file
+    from kerasmyelin.io.output_dir import OutputFolder
 
-    check_output_dir(out, overwrite)
+    folder = OutputFolder(out, "nnc", overwrite=overwrite, inputs=[("--data", cache)], what="kerasmyelin export-nnc")
     data = read_cache(cache)
-    with staged_dir(out, overwrite) as tmp:
+    with folder:
+        tmp = folder.work
         rows = []
         for i in tqdm(range(len(data)), desc="export NNC", unit="infant", disable=not progress):
             pid = str(data.participant_id[i])

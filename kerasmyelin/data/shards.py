@@ -40,9 +40,9 @@ from kerasmyelin.errors import ConfigError, InputError
 from kerasmyelin.io.atomic import (
     atomic_path,
     sha256_file,
-    staged_dir,
     write_text_atomic,
 )
+from kerasmyelin.io.output_dir import OutputFolder, check_output
 from kerasmyelin.levels import INPUT_NAMES
 from kerasmyelin.runtime import (  # shard-writing workers import TensorFlow themselves
     import_tensorflow_quietly,
@@ -280,6 +280,8 @@ def write_shards(folder: str | os.PathLike, images: dict[str, np.ndarray], parti
 
 def shard_cache(cache: str | os.PathLike, out: str | os.PathLike, shards: int, *, overwrite: bool = False) -> Path:
     """Convert a ``tenslice.npz`` cache (from ``prepare`` or ``synth``) into a sharded set at ``out``."""
+    inputs = [("--data", cache)]
+    check_output(out, "shards", overwrite=overwrite, inputs=inputs)
     data = read_cache(cache)
     split_evenly(len(data), shards)  # refuse before creating anything
     rows = data.manifest.get("subjects")
@@ -288,7 +290,8 @@ def shard_cache(cache: str | os.PathLike, out: str | os.PathLike, shards: int, *
     # prepare --bids with sessions stores one row per session under the infant's id
     sessions = [str(r.get("session_id", "")) for r in rows] if aligned else None
     manifest = dict(data.manifest, sharded_from=str(Path(cache).expanduser().absolute() / CACHE_FILE))
-    with staged_dir(out, overwrite) as tmp:
+    with OutputFolder(out, "shards", overwrite=overwrite, inputs=inputs, what="kerasmyelin shard") as folder:
+        tmp = folder.work
         write_shards(tmp, data.images, data.participant_id, data.age_months, manifest, shards, sessions)
     return Path(out).expanduser().absolute()
 

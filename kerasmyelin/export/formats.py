@@ -72,7 +72,7 @@ class ExportResult:
 
 
 def export_model(model, out: str | os.PathLike, fmt: str, *, overwrite: bool = False,
-                 source: str = "") -> ExportResult:
+                 source: str = "", inputs=()) -> ExportResult:
     """Write ``model`` to ``out`` in format ``fmt``.
 
     Args:
@@ -82,6 +82,7 @@ def export_model(model, out: str | os.PathLike, fmt: str, *, overwrite: bool = F
         fmt: one of ``FORMATS``.
         overwrite: replace an existing export at ``out``.
         source: where the model came from (recorded in the export's metadata).
+        inputs: (label, path) pairs ``out`` must stay apart from (the model's files).
 
     Raises:
         ConfigError: unknown format, or ONNX without its packages.
@@ -93,7 +94,7 @@ def export_model(model, out: str | os.PathLike, fmt: str, *, overwrite: bool = F
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
-    out = check_target(out, fmt, overwrite)
+    out = check_target(out, fmt, overwrite, inputs)
     names = tuple(t.name.split(":")[0] for t in model.inputs)
     if sorted(names) != sorted(INPUT_NAMES):
         raise InputError(f"not a myelination-age model: its inputs are {list(names)}, not the ten "
@@ -103,35 +104,26 @@ def export_model(model, out: str | os.PathLike, fmt: str, *, overwrite: bool = F
     probe = _probe_inputs(shape)
     expected = np.asarray(model(probe, training=False), dtype=np.float64)
     writer = {"saved_model": _write_saved_model, "onnx": _write_onnx, "keras": _write_keras}[fmt]
-    diff = writer(graph, out, probe, expected, shape=shape, source=source, overwrite=overwrite)
+    diff = writer(graph, out, probe, expected, shape=shape, source=source, overwrite=overwrite, inputs=inputs)
     return ExportResult(out, fmt, names, shape, OUTPUT_KEY, diff)
 
 
-def check_target(out, fmt: str, overwrite: bool) -> Path:
+def check_target(out, fmt: str, overwrite: bool, inputs=()) -> Path:
     """``out`` as an absolute path, checked to be writable in format ``fmt`` (nothing is created).
 
     Raises:
         OutputError: ``out`` is occupied (without ``overwrite``), has the wrong suffix, or
             cannot be written.
     """
-    from kerasmyelin.io.atomic import check_output_dir
+    from kerasmyelin.io.output_dir import check_output, check_output_file
 
     out = Path(out).expanduser().absolute()
     if fmt == "saved_model":
-        return check_output_dir(out, overwrite)
+        return check_output(out, "savedmodel", overwrite=overwrite, inputs=inputs)
     suffix = SUFFIXES[fmt]
     if out.suffix != suffix:
         raise OutputError(f"{out}: a {fmt} export is a file ending in {suffix}")
-    if out.is_dir():
-        raise OutputError(f"{out}: is a folder; give the {suffix} file to write")
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out}: exists; pass --overwrite to replace it")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{out}: cannot write in {parent}")
-    return out
+    return check_output_file(out, overwrite=overwrite, inputs=inputs)
 
 
 def _probe_inputs(shape) -> dict[str, np.ndarray]:
@@ -149,13 +141,14 @@ def _checked(fmt: str, got, expected: np.ndarray) -> float:
     return diff
 
 
-def _write_saved_model(graph, out: Path, probe, expected, *, shape, source, overwrite) -> float:
+def _write_saved_model(graph, out: Path, probe, expected, *, shape, source, overwrite, inputs=()) -> float:
     import keras
     import tensorflow as tf
 
     from kerasmyelin import __version__
-    from kerasmyelin.io.atomic import sha256_file, staged_dir
+    from kerasmyelin.io.atomic import sha256_file
     from kerasmyelin.io.model_files import MANIFEST
+    from kerasmyelin.io.output_dir import MARKER, OutputFolder
 
     spec = {n: tf.TensorSpec(shape, tf.float32, name=n) for n in INPUT_NAMES}
     # No archive.track(graph): the endpoint's variables are saved anyway, and tracking the model
@@ -164,7 +157,8 @@ def _write_saved_model(graph, out: Path, probe, expected, *, shape, source, over
     # A dict output names the age in the signature (Keras' default would call it output_0).
     archive.add_endpoint("serve", lambda inputs: {OUTPUT_KEY: graph(inputs, training=False)},
                          input_signature=[spec])
-    with staged_dir(out, overwrite) as tmp:
+    with OutputFolder(out, "savedmodel", overwrite=overwrite, inputs=inputs, what="kerasmyelin export") as folder:
+        tmp = folder.work
         archive.write_out(str(tmp), verbose=False)
         signature = tf.saved_model.load(str(tmp)).signatures[SIGNATURE]
         diff = _checked("saved_model", signature(**probe)[OUTPUT_KEY], expected)
@@ -174,12 +168,14 @@ def _write_saved_model(graph, out: Path, probe, expected, *, shape, source, over
                 "max_abs_diff_months": diff}
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=1) + "\n")
         # `sha256sum -c SHA256SUMS` inside the folder shows that no file changed since export.
-        lines = [f"{sha256_file(f)}  {f.relative_to(tmp).as_posix()}" for f in sorted(tmp.rglob("*")) if f.is_file()]
+        # The output marker is not listed: it is the output folder's, and changes as the folder completes.
+        lines = [f"{sha256_file(f)}  {f.relative_to(tmp).as_posix()}" for f in sorted(tmp.rglob("*"))
+                 if f.is_file() and f.name != MARKER]
         (tmp / MANIFEST).write_text("\n".join(lines) + "\n")
     return diff
 
 
-def _write_onnx(graph, out: Path, probe, expected, *, shape, source, overwrite) -> float | None:
+def _write_onnx(graph, out: Path, probe, expected, *, shape, source, overwrite, inputs=()) -> float | None:
     import tensorflow as tf
 
     from kerasmyelin import __version__
@@ -249,7 +245,7 @@ def _quiet_converter():
         logger.setLevel(level)
 
 
-def _write_keras(graph, out: Path, probe, expected, *, shape, source, overwrite) -> float:
+def _write_keras(graph, out: Path, probe, expected, *, shape, source, overwrite, inputs=()) -> float:
     import keras
 
     out.parent.mkdir(parents=True, exist_ok=True)

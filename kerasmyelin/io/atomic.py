@@ -12,7 +12,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from kerasmyelin.errors import OutputError
 
 
 def _umask() -> int:
@@ -51,65 +50,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-# export.json: inside a SavedModel folder written by kerasmyelin export
-_MARKERS = ("dataset_description.json", "manifest.json", "result.json", "export.json")
-
-
-def written_by_kerasmyelin(folder: Path) -> bool:
-    """Whether ``folder`` holds a top-level description file that kerasmyelin wrote."""
-    for name in _MARKERS:
-        try:
-            if "kerasmyelin" in (folder / name).read_text(errors="replace")[:4096]:
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an output folder that cannot be written or that holds files, unless overwriting.
-
-    Raises:
-        OutputError: naming the folder and what is wrong with it.
-    """
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputError(f"{out}: folder is not empty; pass --overwrite to replace it")
-        if not written_by_kerasmyelin(out):
-            raise OutputError(f"{out}: refusing to replace a folder kerasmyelin did not write "
-                              f"(no {' or '.join(_MARKERS)} naming kerasmyelin); remove it yourself")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"{out}: cannot create a folder inside {parent}, which is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{out}: cannot write in {parent} (permission denied)")
-    return out
-
-
 @contextlib.contextmanager
-def staged_dir(out: str | os.PathLike, overwrite: bool = False):
-    """Yield a temporary folder next to ``out``; on success it replaces ``out`` in one rename.
+def atomic_dir(path: str | os.PathLike):
+    """Yield a temporary sibling folder of ``path``; on success it becomes ``path`` in one rename.
 
-    On any error the temporary folder is removed and ``out`` is left exactly as it was.
+    For folders *inside* an output being built (one infant's results in a batch): ``path`` must
+    not exist yet. A user's ``--out`` folder goes through ``io.output_dir.OutputFolder``, which
+    also checks, locks and replaces.
     """
-    out = check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -229,7 +229,8 @@ def dicom_series_to_nifti(folder: str | os.PathLike, out: str | os.PathLike, *,
         KerasMyelinError: when dcm2niix is missing or an identifier survived.
     """
     from kerasmyelin import __version__
-    from kerasmyelin.io.atomic import check_output_dir, staged_dir, write_text_atomic
+    from kerasmyelin.io.atomic import write_text_atomic
+    from kerasmyelin.io.output_dir import OutputFolder, check_output
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -238,7 +239,7 @@ def dicom_series_to_nifti(folder: str | os.PathLike, out: str | os.PathLike, *,
     unknown = sorted(set(series) - set(CONTRASTS))
     if unknown:
         raise ValueError(f"series may choose only {CONTRASTS}, got {unknown}")
-    out = check_output_dir(out, overwrite)
+    out = check_output(out, "dicom", overwrite=overwrite, inputs=[("DICOM folder", folder)])
     binary = dcm2niix_binary()
     identifiers = _identifiers(folder)
     with tempfile.TemporaryDirectory(prefix="kerasmyelin-dcm2niix-") as raw_dir:
@@ -282,7 +283,9 @@ def dicom_series_to_nifti(folder: str | os.PathLike, out: str | os.PathLike, *,
             elif contrast in require:
                 raise InputError(f"no {contrast} series found among {_listing(found)}; choose one "
                                  f"(--{contrast[:2].lower()}-series NUMBER)", folder)
-        with staged_dir(out, overwrite) as tmp:
+        with OutputFolder(out, "dicom", overwrite=overwrite, inputs=[("DICOM folder", folder)],
+                          what="kerasmyelin convert-dicom") as staged:
+            tmp = staged.work
             paths = {}
             for contrast, (s, nii, sidecar) in chosen.items():
                 _save_clean_nifti(nii, tmp / f"{contrast}.nii.gz")

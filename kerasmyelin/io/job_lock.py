@@ -62,12 +62,25 @@ def job_lock(folder: str | os.PathLike, what: str):
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_FILE
+    with hold_lock(folder / LOCK_FILE, what, folder, TrainingError) as lock:
+        yield lock
+
+
+@contextlib.contextmanager
+def hold_lock(lock: Path, what: str, place: Path, error: type[Exception] = TrainingError):
+    """Hold the lock file ``lock`` (in an existing folder) for the ``with`` block.
+
+    Args:
+        lock: the lock file's path.
+        what: what this job does, shown to a job refused by it.
+        place: what the lock protects, named in the refusal.
+        error: the exception type raised when another live job holds it.
+    """
     me = {"host": socket.gethostname(), "pid": os.getpid(), "job": what,
           "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     # Written whole under a temporary name, then linked into place: link fails if the lock
     # exists, so taking it is atomic and a reader never sees half a lock.
-    fd, tmp = tempfile.mkstemp(prefix=f"{LOCK_FILE}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{lock.name}.", suffix=".tmp", dir=lock.parent)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(me, fh)
@@ -80,11 +93,11 @@ def job_lock(folder: str | os.PathLike, what: str):
                 if holder is not None and not _stale(holder):
                     who = (f"pid {holder.get('pid')} on {holder.get('host')}, {holder.get('job', '?')}, "
                            f"since {holder.get('since', '?')}") if holder else "an unreadable lock"
-                    raise TrainingError(f"{folder}: another job is already working here ({who}); wait for "
-                                        f"it to finish, or delete {lock} if that job is dead") from None
+                    raise error(f"{place}: another job is already working here ({who}); wait for "
+                                f"it to finish, or delete {lock} if that job is dead") from None
                 lock.unlink(missing_ok=True)  # a dead job's lock (or one removed meanwhile)
         else:
-            raise TrainingError(f"{folder}: could not take {lock} (another job keeps taking it)")
+            raise error(f"{place}: could not take {lock} (another job keeps taking it)")
     finally:
         os.unlink(tmp)
     try:

@@ -14,14 +14,18 @@ run before ``keras.models.load_model`` is called, and Keras itself then runs wit
 3. **Shape of the archive.** It must be a zip holding exactly the three members Keras writes.
 
 A model from an older kerasmyelin, or one copied without its manifest, can be admitted on purpose
-with ``kerasmyelin trust FILE``: the allow-list check runs and the file's hash is recorded.
+with ``kerasmyelin trust FILE``: the allow-list check runs, the archive's CRC-32 checksums are
+tested, Keras builds the model and loads its weights (in ``safe_mode``), and only then is the
+file's hash recorded. A damaged copy (a changed byte, a truncated download) is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 from kerasmyelin.errors import InputError
@@ -61,7 +65,13 @@ def check_archive(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     if not zipfile.is_zipfile(path):
-        raise InputError("not a .keras archive (not a zip file)", path)
+        try:
+            with open(path, "rb") as fh:
+                truncated = fh.read(4) == b"PK\x03\x04"
+        except OSError as exc:
+            raise InputError(f"cannot be read ({exc.strerror or exc})", path) from None
+        raise InputError("not a .keras archive (not a zip file" + ("; it starts as one, so it is probably truncated "
+                         "or damaged: copy it again" if truncated else "") + ")", path)
     with zipfile.ZipFile(path) as z:
         members = {i.filename for i in z.infolist()}
         if members != ARCHIVE_MEMBERS:
@@ -129,26 +139,78 @@ def verify(path: str | os.PathLike) -> None:
                          f"{MANIFEST}: the file changed after kerasmyelin wrote it", path)
 
 
+def check_integrity(path: str | os.PathLike) -> None:
+    """Refuse an archive whose members fail their CRC-32 checksum (bytes changed in a copy).
+
+    Every member is read and decompressed once (``zipfile.ZipFile.testzip``).
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise InputError(f"the archive is damaged ({exc}); copy it again", path) from None
+    if bad is not None:
+        raise InputError(f"the archive is damaged: {bad} fails its CRC-32 checksum; copy it again", path)
+
+
+# Keras warns, instead of failing, when some layers' weights are not in the file: those layers
+# keep their random initial weights.
+_WEIGHTS_NOT_LOADED = ("could not be loaded", "freshly-initialized", "skipping variable loading")
+
+
+def check_loads(path: str | os.PathLike) -> None:
+    """Refuse an archive Keras cannot build in ``safe_mode``, or whose weights do not all load."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _keras_load(path)
+    except Exception as exc:  # noqa: BLE001 -- whatever Keras or h5py raise, the file does not load
+        text = " ".join(str(exc).split())
+        raise InputError(f"Keras cannot load it ({type(exc).__name__}: {text[:300]}); refusing to trust it",
+                         path) from None
+    lost = [str(w.message) for w in caught if any(k in str(w.message).lower() for k in _WEIGHTS_NOT_LOADED)]
+    if lost:
+        raise InputError(f"its weights do not all load ({' '.join(lost[0].split())[:300]}); refusing to trust it",
+                         path)
+
+
 def trust(path: str | os.PathLike) -> str:
-    """Admit a model file on purpose: check its classes, then record its hash. Returns the hash."""
+    """Admit a model file on purpose, then record its hash. Returns the hash.
+
+    Checks, in order: the layer allow-list (``check_archive``), the zip's CRC-32 checksums
+    (``check_integrity``) and that Keras builds the model and loads its weights (``check_loads``).
+    Nothing is recorded when one fails.
+
+    Raises:
+        InputError: naming the file and the failed check.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError("not found or not a file", path)
     check_archive(path)
+    check_integrity(path)
+    check_loads(path)
     record(path)
     return read_manifest(path.parent)[path.name]
 
 
-def load_keras_model(path: str | os.PathLike):
-    """A ``.keras`` file kerasmyelin wrote: manifest, allow-list, then Keras in ``safe_mode``."""
+def _keras_load(path: Path):
+    """Keras ``load_model`` in ``safe_mode`` with the project's custom layers; no checks here."""
     import keras
 
     from kerasmyelin.models.ensemble import register_custom_objects
 
+    register_custom_objects()
+    return keras.models.load_model(str(path), compile=False, safe_mode=True)
+
+
+def load_keras_model(path: str | os.PathLike):
+    """A ``.keras`` file kerasmyelin wrote: manifest, allow-list, then Keras in ``safe_mode``."""
     path = Path(path)
     if not path.is_file():
         raise InputError("model file not found", path)
     verify(path)
     check_archive(path)
-    register_custom_objects()
-    return keras.models.load_model(str(path), compile=False, safe_mode=True)
+    return _keras_load(path)

@@ -35,7 +35,8 @@ from kerasmyelin import __version__
 from kerasmyelin.data.cache import write_cache
 from kerasmyelin.data.prepare import PrepConfig, prepare_subject
 from kerasmyelin.data.shards import INDEX_FILE, shard_writer, split_evenly, write_index
-from kerasmyelin.io.atomic import staged_dir, write_text_atomic
+from kerasmyelin.io.atomic import write_text_atomic
+from kerasmyelin.io.output_dir import OutputFolder
 from kerasmyelin.io.nifti import write_nifti
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
 from kerasmyelin.synth.cohort import CohortConfig, SubjectSpec, draw_cohort
@@ -162,7 +163,8 @@ def build_cohort(out: str | os.PathLike, config: CohortConfig = CohortConfig(), 
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(specs), shards or len(specs)))
     if shards is not None:
         chunks = [specs[start:stop] for start, stop in split_evenly(len(specs), shards)]
-    with staged_dir(out, overwrite) as tmp:
+    with OutputFolder(out, "cohort", overwrite=overwrite, what="kerasmyelin synth") as folder:
+        tmp = folder.work
         warm_up(res_mm)  # built once here, inherited by forked workers
         if shards is None:
             tasks = [(_make_subject, (s, str(tmp), prep, res_mm, volumes)) for s in specs]

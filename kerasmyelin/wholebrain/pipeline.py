@@ -360,38 +360,47 @@ def _norms_summary(report: dict) -> dict:
 
 
 def write_subject_outputs(out: str | os.PathLike, result: dict, scan: PreparedScan, attribution,
-                          estimator: TrainedEstimator, report: bool = True, overwrite: bool = False) -> list[Path]:
+                          estimator: TrainedEstimator, report: bool = True, overwrite: bool = False,
+                          inputs=()) -> list[Path]:
     """Write result.json, slices.npz and (optionally) report.png / report.pdf into ``out``.
 
-    All files are written into a temporary sibling that replaces ``out`` in one rename: a failure
-    (a report that cannot be drawn, a full disk) leaves no folder with some files and not others.
-    A non-empty ``out`` is refused unless ``overwrite`` (and kerasmyelin wrote it).
+    ``out`` is a user's output folder (``io.output_dir.OutputFolder``): built beside, swapped in
+    when complete, so a failure (a report that cannot be drawn, a full disk) leaves no folder with
+    some files and not others. A non-empty ``out`` is refused unless ``overwrite`` and it holds an
+    earlier infant's result; ``inputs`` are (label, path) pairs it must stay apart from.
     """
-    import io as _io
-
-    from kerasmyelin.io.atomic import staged_dir
+    from kerasmyelin.io.output_dir import OutputFolder
 
     final = Path(out).expanduser().absolute()
+    with OutputFolder(final, "subject", overwrite=overwrite, inputs=inputs, what="kerasmyelin predict") as folder:
+        names = write_subject_files(folder.work, result, scan, attribution, estimator, report=report)
+    return [final / n for n in names]
+
+
+def write_subject_files(folder: Path, result: dict, scan: PreparedScan, attribution, estimator: TrainedEstimator,
+                        report: bool = True) -> list[str]:
+    """Write one infant's files into the existing, empty ``folder``; returns their names."""
+    import io as _io
+
     t = time.perf_counter()
     names = [RESULT_FILE, SLICES_FILE] + ([REPORT_PNG, REPORT_PDF] if report else [])
-    with staged_dir(final, overwrite) as tmp:
-        buf = _io.BytesIO()
-        arrays = {n: scan.images[n] for n in INPUT_NAMES}
-        if attribution is not None:
-            arrays.update({f"heat_{n}": attribution.heat[n] for n in INPUT_NAMES})
-        # Uncompressed: prepared slices and heat maps deflate by only ~10%, at ~40 ms an infant.
-        np.savez(buf, **arrays)
-        (tmp / SLICES_FILE).write_bytes(buf.getvalue())
-        if report:
-            from kerasmyelin.evaluation.subject_report import render_subject_report
+    buf = _io.BytesIO()
+    arrays = {n: scan.images[n] for n in INPUT_NAMES}
+    if attribution is not None:
+        arrays.update({f"heat_{n}": attribution.heat[n] for n in INPUT_NAMES})
+    # Uncompressed: prepared slices and heat maps deflate by only ~10%, at ~40 ms an infant.
+    np.savez(buf, **arrays)
+    (folder / SLICES_FILE).write_bytes(buf.getvalue())
+    if report:
+        from kerasmyelin.evaluation.subject_report import render_subject_report
 
-            chart = estimator.normative.chart() if estimator.normative is not None else None
-            render_subject_report(result, scan.images, attribution.heat if attribution else None,
-                                  chart, tmp / REPORT_PNG, tmp / REPORT_PDF)
-        scan.seconds["report"] = time.perf_counter() - t
-        result = dict(result, seconds={k: round(v, 3) for k, v in scan.seconds.items()})
-        (tmp / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    return [final / n for n in names]
+        chart = estimator.normative.chart() if estimator.normative is not None else None
+        render_subject_report(result, scan.images, attribution.heat if attribution else None,
+                              chart, folder / REPORT_PNG, folder / REPORT_PDF)
+    scan.seconds["report"] = time.perf_counter() - t
+    result = dict(result, seconds={k: round(v, 3) for k, v in scan.seconds.items()})
+    (folder / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return names
 
 
 __all__ = [
@@ -401,5 +410,6 @@ __all__ = [
     "estimate_subject",
     "prepare_pair",
     "prepare_scan",
+    "write_subject_files",
     "write_subject_outputs",
 ]
