@@ -73,12 +73,13 @@ def test_saved_model_serves_the_ten_named_inputs_and_the_same_ages(models, kind,
         assert np.all((ages(model, x) > 10.0) & (ages(model, x) < 14.0))
     with pytest.raises(OutputError, match="--overwrite"):
         check_target(out, "saved_model", overwrite=False)
-    assert check_target(out, "saved_model", overwrite=True) == out  # export.json marks it as ours
-    # Every exported file is in the folder's SHA256SUMS, with its hash.
+    assert check_target(out, "saved_model", overwrite=True) == out  # the output marker says it is ours
+    # Every exported file is in the folder's SHA256SUMS, with its hash (the output marker apart).
     from kerasmyelin.io.atomic import sha256_file
 
     listed = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
-    assert set(listed) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"SHA256SUMS"}
+    assert set(listed) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"SHA256SUMS",
+                                                                                                ".kerasmyelin-output.json"}
     assert all(sha256_file(out / name) == digest for name, digest in listed.items())
 
 

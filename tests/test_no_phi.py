@@ -116,3 +116,29 @@ def test_fake_patient_appears_in_no_output_or_log(model, tiny_cohort, tmp_path, 
     written = sorted(p.relative_to(outputs) for p in outputs.rglob("*") if p.is_file())
     assert len(written) >= 12  # result, slices, reports, tables, cache: the search had material
     assert _leaks(outputs, log) == []
+
+
+def test_a_failed_rows_error_names_the_input_by_role_not_by_its_path(model, tiny_cohort, tmp_path, capsys):
+    """Issue 20: the error cell of predictions.csv once carried the full input path (file and folder
+    names often hold a patient's name and birth date). The terminal may show it; the table may not."""
+    incoming = tmp_path / "Doe^Jane_MRN4711"
+    incoming.mkdir()
+    good = tiny_cohort / "sub-001" / "anat"
+    t1 = incoming / "DoeJane_20240101_T1w.nii.gz"
+    t1.write_bytes((good / "sub-001_T1w.nii.gz").read_bytes()[:4000])  # truncated
+    t2 = incoming / "DoeJane_20240101_T2w.nii.gz"
+    shutil.copy(good / "sub-001_T2w.nii.gz", t2)
+    missing = incoming / "DoeJane_20240101_T2w_repeat.nii.gz"
+    listing = tmp_path / "list.csv"
+    with open(listing, "w", newline="") as fh:
+        csv.writer(fh).writerows([("subject", "t1w", "t2w"), ("infant-A", t1, t2), ("infant-B", t1, missing),
+                                  ("infant-C", t1, t2, "extra cell")])
+    out = tmp_path / "preds"
+    assert main(["predict", "--model", str(model), "--csv", str(listing), "--out", str(out)]) == 1
+    with open(out / "predictions.csv", newline="") as fh:
+        rows = {r["subject"]: r for r in csv.DictReader(fh)}
+    assert rows["infant-A"]["error"].startswith("<t1w>: ") and "truncated" in rows["infant-A"]["error"]
+    assert "file not found" in rows["infant-B"]["error"]
+    assert all(r["status"] == "failed" for r in rows.values()) and len(rows) == 3
+    assert _leaks(out, "") == []
+    assert "Doe^Jane" in capsys.readouterr().out  # the terminal names the file, for the person at it

@@ -419,8 +419,9 @@ def test_preparing_processes_end_with_their_parent(tmp_path):
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
-    workers = [int(p) for p in proc.stdout.readline().split()]
-    assert len(workers) >= 1
+    proc.stdout.readline()
+    workers = _children(proc.pid)
+    assert len(workers) >= 2  # the two preparing processes (and multiprocessing's resource tracker)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 10
@@ -429,6 +430,18 @@ def test_preparing_processes_end_with_their_parent(tmp_path):
         time.sleep(0.2)
         alive = [p for p in workers if _running(p)]
     assert alive == []
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().split(")")[-1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _running(pid: int) -> bool:

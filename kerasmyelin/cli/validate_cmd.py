@@ -31,7 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from kerasmyelin.io.atomic import write_text_atomic
     from kerasmyelin.validation.compare import TOLERANCE, compare_with_templates, figure
 
+    from kerasmyelin.io.output_dir import check_apart
+
     out = Path(args.out)
+    # It adds three named files to --out (docs/, say), replacing only its own earlier ones; never
+    # among the real templates.
+    check_apart(out, [("--templates", args.templates)])
     stem = "synth_vs_templates" + ("" if args.protocol == "clinical" else f"_{args.protocol}")
     result = compare_with_templates(args.templates, protocol=args.protocol)
     problems = result.disagreements()

@@ -18,7 +18,7 @@ from kerasmyelin.errors import InputError
 from kerasmyelin.io.ages import CHRONOLOGICAL_COLUMN, GESTATIONAL_COLUMN
 from kerasmyelin.io.output_dir import OutputFolder, check_output
 from kerasmyelin.io.nifti import load_volume
-from kerasmyelin.io.tables import parse_number, read_tsv
+from kerasmyelin.io.tables import missing_columns, parse_number, read_tsv
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
 from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS, age_row, row_age_months
 
@@ -146,7 +146,7 @@ def prepare_bids(bids: str | os.PathLike, levels: str | os.PathLike, out: str | 
     participants = read_tsv(participants_path, ("participant_id",))
     columns = set(participants[0]) if participants else set()
     if participants and "age_months" not in columns and not {CHRONOLOGICAL_COLUMN, GESTATIONAL_COLUMN} <= columns:
-        raise InputError(f"missing column(s) age_months (found: {', '.join(participants[0])}); give the corrected "
+        raise InputError(f"{missing_columns(list(participants[0]), ['age_months'])}; give the corrected "
                          f"age in months, or {CHRONOLOGICAL_COLUMN} and {GESTATIONAL_COLUMN} to compute it",
                          participants_path)
     level_table = read_levels(levels)

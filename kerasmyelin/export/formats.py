@@ -27,8 +27,8 @@ SIGNATURE = "serving_default"
 # Largest accepted |export - Keras| in months. ONNX Runtime picks its own convolution kernels, so
 # it gets more room than TensorFlow reading its own graph back.
 TOLERANCE_MONTHS = {"saved_model": 1e-5, "onnx": 1e-4, "keras": 1e-5}
-# Written inside a SavedModel folder (TensorFlow ignores it): what the folder holds, and the mark
-# that lets --overwrite replace it (io.atomic).
+# Written inside a SavedModel folder (TensorFlow ignores it): what the folder holds. What lets
+# --overwrite replace the folder is the output marker (io.output_dir), not this file.
 EXPORT_INFO = "export.json"
 SUFFIXES = {"onnx": ".onnx", "keras": ".keras"}
 PROBE_BATCH = 4
