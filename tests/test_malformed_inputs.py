@@ -12,6 +12,7 @@ docs/reliability.md lists the cases and their messages.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import resource
@@ -28,7 +29,7 @@ pytest.importorskip("keras")
 
 from kerasmyelin.cli.main import main
 from kerasmyelin.io.model_files import record
-from kerasmyelin.io.nifti import write_nifti
+from kerasmyelin.io.nifti import nifti_bytes, write_nifti
 from tests.conftest import REPO, learnable_tenslice
 
 # Address-space cap for the size bombs: enough for Python, numpy, scipy and nibabel, far below
@@ -139,10 +140,12 @@ class Scene:
             argv += ["--set", o]
         return argv
 
-    def earlier_output(self, marker: str) -> list[str]:
+    def earlier_output(self, kind: str) -> list[str]:
         """An output folder a previous run wrote: a refused input must leave it untouched."""
+        from kerasmyelin.io.output_dir import write_marker
+
         self.out.mkdir()
-        (self.out / marker).write_text(json.dumps({"created_by": "kerasmyelin 0.1.0"}) + "\n")
+        write_marker(self.out, kind, complete=True)
         (self.out / "earlier.txt").write_text("from the earlier run\n")
         return ["--overwrite"]
 
@@ -169,7 +172,7 @@ def truncated_gz(s):
 
 def truncated_gz_keeps_earlier_output(s):
     s.t1.write_bytes(s.t1.read_bytes()[:3000])
-    return Expect(s.prepare(*s.earlier_output("manifest.json")), s.t1, "truncated")
+    return Expect(s.prepare(*s.earlier_output("cache")), s.t1, "truncated")
 
 
 def not_gzip(s):
@@ -185,7 +188,42 @@ def empty_file(s):
 def folder_instead_of_file(s):
     s.t1.unlink()
     s.t1.mkdir()
-    return Expect(s.prepare(), s.t1, "not a readable NIfTI")
+    return Expect(s.prepare(), s.t1, "is a folder, not a NIfTI file")
+
+
+def gzip_named_nii(s):
+    named = s.t1.with_name("sub-01_T1w.nii")
+    s.t1.rename(named)
+    return Expect(s.prepare(), named, "the file is gzip-compressed but named .nii; rename it to .nii.gz")
+
+
+def plain_named_gz(s):
+    s.t1.write_bytes(gzip.decompress(s.t1.read_bytes()))
+    return Expect(s.prepare(), s.t1, "uncompressed NIfTI file but named .nii.gz; rename it to .nii")
+
+
+def _rewrite_pair(s, scale=1.0, unit="mm", repeat_z=1):
+    """Both files of the pair with their affine times ``scale`` (voxel sizes in ``unit``) and their
+    slices repeated ``repeat_z`` times: the pair still matches, so only its geometry is wrong."""
+    data, affine = head()
+    affine = affine @ np.diag([scale, scale, scale, 1.0])
+    for path, volume in ((s.t1, data), (s.t2, (1000.0 - data) * (data > 50))):
+        path.write_bytes(gzip.compress(nifti_bytes(np.concatenate([volume] * repeat_z, axis=2), affine, unit)))
+
+
+def voxel_size_no_scanner_uses(s):
+    _rewrite_pair(s, 0.004)  # 0.01 x 0.01 x 0.02 mm
+    return Expect(s.predict_pair(), s.t1, "voxel sizes 0.01x0.01x0.02 mm are outside the 0.1 to 10 mm")
+
+
+def voxel_sizes_in_metres(s):
+    _rewrite_pair(s, 1e-3, "meter")
+    return Expect(s.prepare(), s.t1, "gives its sizes in metres (xyzt_units), that is 2.5x2.5x5 mm")
+
+
+def field_of_view_not_a_head(s):
+    _rewrite_pair(s, repeat_z=6)  # 120 slices of 5 mm: 600 mm tall
+    return Expect(s.prepare(), s.t1, "a head scan spans at most 500 mm")
 
 
 def missing_t2w(s):
@@ -199,11 +237,29 @@ def size_bomb_over_limit(s):
     return Expect(s.prepare(), s.t1, "more than this reader accepts", memory_cap=True)
 
 
-def size_bomb_under_limit(s):
-    # 800^3 float64 = 4 GiB claimed by a 0.2 MB file: below the voxel limit, so only the
-    # file-size check stops it before anything is allocated.
+@functools.lru_cache(maxsize=1)
+def _zeros_member() -> bytes:
+    """A gzip member of 64 MiB of zeros (~65 kB): gzip files may be concatenated members."""
+    return gzip.compress(bytes(64 * 2**20), compresslevel=9, mtime=0)
+
+
+def size_bomb_that_inflates(s):
+    # 800^3 float64 = 4 GiB claimed by a 4 MB file that really inflates to 4 GiB: within the
+    # deflate bound (1032:1), so only the voxel limit stops it from its header.
     for axis in (1, 2, 3):
         _gz_header_edit(s.t1, dim=(axis, 800))
+    _gz_header_edit(s.t1, datatype=64, bitpix=64)
+    with s.t1.open("ab") as fh:
+        for _ in range(64):
+            fh.write(_zeros_member())
+    return Expect(s.prepare(), s.t1, "more than this reader accepts (134,217,728 = 512^3", memory_cap=True)
+
+
+def size_bomb_under_limit(s):
+    # 500^3 float64 = 1 GB claimed by a 0.2 MB file: below the voxel limit, so only the
+    # file-size check stops it before anything is allocated.
+    for axis in (1, 2, 3):
+        _gz_header_edit(s.t1, dim=(axis, 500))
     _gz_header_edit(s.t1, datatype=64, bitpix=64)
     return Expect(s.prepare(), s.t1, "claims a size it does not have", memory_cap=True)
 
@@ -385,7 +441,7 @@ def different_heads(s):
 def different_heads_keeps_earlier_output(s):
     data, affine = head(centre_mm=(0.0, 60.0, 0.0), seed=1)
     write_nifti(s.t2, data, affine)
-    return Expect(s.predict_pair(extra=s.earlier_output("result.json")), s.t2,
+    return Expect(s.predict_pair(extra=s.earlier_output("subject")), s.t2,
                   "does not show the same head")
 
 
@@ -474,7 +530,7 @@ CASES = {
     "folder where a NIfTI file should be": folder_instead_of_file,
     "BIDS subject without T2w": missing_t2w,
     "size bomb: 4096^3 voxels": size_bomb_over_limit,
-    "size bomb: 4 GiB of float64 claimed by a 0.2 MB file": size_bomb_under_limit,
+    "size bomb: 1 GB of float64 claimed by a 0.2 MB file": size_bomb_under_limit,
     "4-D volume": four_d,
     "2-D volume": two_d,
     "header dim[0] = 0": dim0_zero,
@@ -522,6 +578,12 @@ CASES = {
     "truncated ten-slice cache": cache_truncated,
     "model file missing from SHA256SUMS": model_not_in_manifest,
     "model file changed after it was written": model_changed_after_writing,
+    "size bomb: 4 GiB of float64 in a 4 MB file that inflates to it": size_bomb_that_inflates,
+    "gzip-compressed file named .nii": gzip_named_nii,
+    "uncompressed file named .nii.gz": plain_named_gz,
+    "voxel size no scanner uses (0.01 mm)": voxel_size_no_scanner_uses,
+    "voxel sizes in metres": voxel_sizes_in_metres,
+    "field of view no head has (600 mm)": field_of_view_not_a_head,
 }
 
 
@@ -561,6 +623,30 @@ def test_malformed_input_is_refused_naming_file_and_problem(name, assets, tmp_pa
     # Nothing half-written: no new output, an earlier one unchanged, no temporary folders left.
     assert _snapshot(scene.out) == before
     assert not list(scene.out.parent.glob(f".{scene.out.name}.*"))
+    assert not list(scene.out.parent.glob(f"{scene.out.name}.kerasmyelin-*"))
+
+
+def test_unreadable_file_is_refused_naming_it(assets, tmp_path, capsys, monkeypatch):
+    """A T1w the user may not read. Tests run as root, which reads any file, so opening it is made
+    to fail as it does for a user (the file's mode is 000 as well)."""
+    import builtins
+    import os
+
+    scene = Scene(tmp_path, assets)
+    scene.t1.chmod(0)
+    real_open = builtins.open
+
+    def denied(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(scene.t1):
+            raise PermissionError(13, "Permission denied", str(scene.t1))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    code = main(scene.prepare())
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert "sub-01_T1w.nii.gz: cannot be read (permission denied)" in err, err
+    assert not scene.out.exists()
 
 
 def test_there_are_at_least_25_cases():

@@ -1,14 +1,17 @@
 """The NIfTI reader refuses malformed volumes with an error naming the file and the problem;
 the writer is deterministic and leaves no identifying header text."""
 
+import builtins
 import gzip
+import os
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from kerasmyelin.errors import InputError
-from kerasmyelin.io.nifti import load_volume, nifti_bytes, write_nifti
+from kerasmyelin.io import nifti
+from kerasmyelin.io.nifti import MAX_VOXELS, load_volume, nifti_bytes, write_nifti
 
 AFFINE = np.diag([1.2, 1.2, 5.0, 1.0])
 AFFINE[:3, 3] = [-40, -50, -30]
@@ -63,6 +66,31 @@ def _shifted_sform(p):
     return p
 
 
+def _gzip_named_nii(p):
+    p = p.with_name(p.name[: -len(".gz")])
+    p.write_bytes(gzip.compress(nifti_bytes(_volume(), AFFINE)))
+    return p
+
+
+def _plain_named_gz(p):
+    p.write_bytes(nifti_bytes(_volume(), AFFINE))
+    return p
+
+
+def _folder(p):
+    p.mkdir()
+    return p
+
+
+def _scaled_voxels(factor, unit="mm", shape=(12, 10, 6)):
+    """A valid volume whose affine (and voxel sizes) are AFFINE's times ``factor``, in ``unit``."""
+    def make(p):
+        affine = AFFINE @ np.diag([factor, factor, factor, 1.0])
+        p.write_bytes(gzip.compress(nifti_bytes(_volume(shape), affine, zooms_unit=unit)))
+        return p
+    return make
+
+
 def _with(value_at):
     def make(p):
         data = _volume()
@@ -88,7 +116,26 @@ CASES = {
     "qform and sform disagree": (_shifted_sform, "qform and sform disagree"),
     "singular affine": (lambda p: _raw(p, sform=np.diag([1.0, 1.0, 0.0, 1.0]), data=_volume().ravel(order="F")),
                         "affine is singular"),
+    # Misleading before: nibabel's "Cannot work out file type", "not a gzip file", "Could not read file".
+    "gzip file named .nii": (_gzip_named_nii, "the file is gzip-compressed but named .nii; rename it to .nii.gz"),
+    "plain NIfTI named .nii.gz": (_plain_named_gz, "uncompressed NIfTI file but named .nii.gz; rename it to .nii"),
+    "folder": (_folder, "is a folder, not a NIfTI file"),
+    # Loaded before, then "no head found" (0.01 mm) or a head the size of a room (metres, 20 mm).
+    "voxel size 0.01 mm": (_scaled_voxels(0.01 / 1.2), "voxel sizes 0.01x0.01x0.04167 mm are outside the 0.1 to 10 mm"),
+    "voxel sizes in metres": (_scaled_voxels(0.001, "meter"),
+                              "gives its sizes in metres (xyzt_units), that is 1.2x1.2x5 mm"),
+    "voxel sizes in micrometres": (_scaled_voxels(1000.0, "micron"), "gives its sizes in micrometres"),
+    "slice spacing 20 mm": (_scaled_voxels(4.0), "voxel sizes 4.8x4.8x20 mm are outside"),
+    "field of view wider than a head": (_scaled_voxels(1.0, shape=(12, 10, 120)),
+                                        "the volume spans 14x12x600 mm (12x10x120 voxels of 1.2x1.2x5 mm)"),
+    "header just over the voxel limit": (lambda p: _raw(p, shape=(512, 512, 513)),
+                                         "more than this reader accepts (134,217,728 = 512^3"),
 }
+
+# Refused from the header alone: their voxels are never read.
+HEADER_CASES = ["size bomb header", "header just over the voxel limit", "gzip file named .nii",
+                "plain NIfTI named .nii.gz", "folder", "voxel size 0.01 mm", "voxel sizes in metres",
+                "slice spacing 20 mm", "field of view wider than a head"]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -134,3 +181,99 @@ def test_fast_gzip_reader_applies_scaling_like_nibabel(tmp_path):
     got, _ = load_volume(path)
     np.testing.assert_allclose(got, np.asarray(nib.load(path).dataobj, np.float32), rtol=1e-6)
     assert got.min() == pytest.approx(data.min() * 2.5 - 7.0)
+
+
+@pytest.mark.parametrize("case", HEADER_CASES)
+def test_header_refusals_happen_before_any_voxel_is_read(tmp_path, monkeypatch, case):
+    def never(*args, **kwargs):
+        raise AssertionError("the data were read")
+
+    monkeypatch.setattr(nifti, "_read_data", never)
+    make, expected = CASES[case]
+    with pytest.raises(InputError) as err:
+        load_volume(make(tmp_path / "sub-01_T1w.nii.gz"))
+    assert expected in err.value.problem
+
+
+def test_the_voxel_limit_is_a_0_5_mm_head_scan_and_is_accepted(tmp_path):
+    """512^3 is accepted (its header; the data of this 0.2 MB file are then found missing)."""
+    assert MAX_VOXELS == 512 ** 3
+    path = _raw(tmp_path / "big.nii.gz", shape=(512, 512, 512), sform=np.diag([0.5, 0.5, 0.5, 1.0]),
+                pixdim=(0.5, 0.5, 0.5))
+    with pytest.raises(InputError, match="claims a size it does not have"):
+        load_volume(path)
+
+
+@pytest.mark.parametrize("size_mm", [0.1, 10.0])
+def test_voxel_sizes_at_the_ends_of_the_range_are_accepted(tmp_path, size_mm):
+    affine = np.diag([size_mm, size_mm, size_mm, 1.0])
+    path, _ = write_nifti(tmp_path / "edge.nii.gz", _volume(), affine)
+    np.testing.assert_allclose(load_volume(path)[1], affine)
+
+
+def test_unreadable_file_is_refused_as_permission_denied(tmp_path, monkeypatch):
+    """Tests run as root, which reads any file: opening it is made to fail as it would for a user."""
+    path, _ = write_nifti(tmp_path / "sub-01_T1w.nii.gz", _volume(), AFFINE)
+    path.chmod(0)
+    real_open, real_os_open = builtins.open, os.open
+
+    def denied(file, *args, **kwargs):
+        if os.fspath(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(file, *args, **kwargs)
+
+    def os_denied(file, *args, **kwargs):
+        if os.fspath(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_os_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    monkeypatch.setattr(os, "open", os_denied)
+    with pytest.raises(InputError) as err:
+        load_volume(path)
+    assert err.value.path == str(path) and err.value.problem == "cannot be read (permission denied)"
+
+
+def test_unreadable_folder_above_the_file_is_refused_as_permission_denied(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    path = tmp_path / "locked" / "sub-01_T1w.nii.gz"
+    real_stat = Path.stat
+
+    def denied(self, *args, **kwargs):
+        if str(self) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", denied)
+    with pytest.raises(InputError, match="cannot be read \\(permission denied\\)"):
+        load_volume(path)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("stored", ["<i2", ">i2", "<f8", "<u1"])
+def test_reading_in_pieces_gives_nibabels_voxels(tmp_path, monkeypatch, suffix, stored):
+    """The reader converts the data a piece at a time; pieces of 7 bytes (not a whole number of
+    voxels) and a scale factor give exactly nibabel's values."""
+    monkeypatch.setattr(nifti, "READ_CHUNK_BYTES", 7)
+    data = np.random.default_rng(1).integers(0, 200, (7, 6, 5)).astype(stored)
+    img = nib.Nifti1Image(data, np.diag([0.9, 0.9, 4.0, 1.0]))
+    img.header.set_slope_inter(1.5, -2.0)
+    path = tmp_path / f"pieces{suffix}"
+    nib.save(img, path)
+    got, _ = load_volume(path)
+    np.testing.assert_array_equal(got, np.asarray(nib.load(path).dataobj, np.float32))
+    plain = tmp_path / f"plain{suffix}"
+    nib.save(nib.Nifti1Image(data, np.diag([0.9, 0.9, 4.0, 1.0])), plain)
+    kept, _ = load_volume(plain, keep_integers=True)
+    assert kept.dtype == (np.float32 if stored == "<f8" else np.dtype(stored).newbyteorder("="))
+    np.testing.assert_array_equal(kept, data)
+
+
+def test_gzipped_hdr_img_pair_is_read_from_its_image_file(tmp_path):
+    """Found while bounding memory: the fast gzip reader read the .hdr.gz as the voxels, and
+    refused the pair as truncated."""
+    data = _volume()
+    nib.save(nib.Nifti1Pair(data, AFFINE), tmp_path / "pair.img.gz")
+    got, _ = load_volume(tmp_path / "pair.hdr.gz")
+    np.testing.assert_array_equal(got, data)

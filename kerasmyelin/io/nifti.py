@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -92,11 +93,79 @@ def _stored_voxel_sizes(img, path: Path) -> np.ndarray:
     return zooms
 
 
-# A header may claim any size; refuse before allocating (4096^3 float32 would be 256 GiB).
-MAX_VOXELS = 512 * 1024 * 1024
+# A header may claim any size; refuse before allocating (4096^3 float32 would be 256 GiB). No
+# infant head scan is finer than ~0.5 mm over a field of view wider than ~256 mm, that is 512^3
+# voxels (dHCP's 0.5 mm scans are 290 x 290 x 203, a clinical 2-D stack 512 x 512 x 30): the
+# reader's output is then at most 512 MiB of float32, and the whole-brain preparation of such a
+# pair peaks at ~1.6 GB (benchmarks/bench_nifti_memory.py; docs/reliability.md).
+MAX_VOXELS = 512 ** 3
 # Deflate cannot shrink data more than 1032:1, so a .gz file of n bytes holds at most 1032 n
 # bytes: a header claiming more is refused before anything is inflated or allocated.
 MAX_DEFLATE_RATIO = 1032
+# Voxel sizes MR scanners use, in mm: 0.1 mm is finer than any in-vivo scan, 10 mm thicker than any
+# clinical slice spacing (5-7 mm). Sizes outside come from a header in other units or a broken one.
+VOXEL_MM_RANGE = (0.1, 10.0)
+# An infant's head spans ~100-200 mm; a volume wider than this on any axis is not a head scan.
+MAX_EXTENT_MM = 500.0
+# The data are read (and converted) in pieces of this size, so that a scan costs its output array
+# and not also a copy of its stored bytes.
+READ_CHUNK_BYTES = 16 * 1024 * 1024
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_UNIT_WORDS = {"meter": "metres", "micron": "micrometres"}
+_UNIT_MM = {"meter": 1000.0, "micron": 0.001}
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is not a readable file, and a file whose name says the wrong compression,
+    before nibabel reads it (its messages for these are misleading)."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise InputError("is a folder, not a NIfTI file", path)
+        if not stat.S_ISREG(mode):
+            raise InputError("is not a regular file (a device, pipe or socket), not a NIfTI file", path)
+        with open(path, "rb") as fh:
+            start = fh.read(4)
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except PermissionError:
+        raise InputError("cannot be read (permission denied)", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror or exc})", path) from None
+    name = path.name.lower()
+    gzipped = start[:2] == _GZIP_MAGIC
+    if name.endswith(".nii") and gzipped:
+        raise InputError("the file is gzip-compressed but named .nii; rename it to .nii.gz", path)
+    plain_nifti = len(start) == 4 and (int.from_bytes(start, "little") in (348, 540)
+                                       or int.from_bytes(start, "big") in (348, 540))
+    if name.endswith(".nii.gz") and not gzipped and plain_nifti:
+        raise InputError("the file is an uncompressed NIfTI file but named .nii.gz; rename it to .nii", path)
+
+
+def _check_geometry(img, shape, affine: np.ndarray, path: Path) -> None:
+    """Refuse a singular affine, voxel sizes no scanner uses, and a field of view no head has."""
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    # Singular: columns (nearly) parallel, whatever the scale of the sizes (metres included).
+    if abs(np.linalg.det(affine[:3, :3])) <= 1e-6 * float(np.prod(sizes)):
+        raise InputError("affine is singular or not finite", path)
+    shown = "x".join(f"{v:.4g}" for v in sizes)
+    lo, hi = VOXEL_MM_RANGE
+    if np.any(sizes < lo * (1 - 1e-6)) or np.any(sizes > hi * (1 + 1e-6)):
+        unit = img.header.get_xyzt_units()[0]
+        if unit in _UNIT_WORDS:
+            mm = "x".join(f"{v:.4g}" for v in sizes * _UNIT_MM[unit])
+            why = (f"; the header gives its sizes in {_UNIT_WORDS[unit]} (xyzt_units), that is {mm} mm, but "
+                   "positions are read as mm: convert the file to mm")
+        else:
+            why = "; are they in other units than mm?"
+        raise InputError(f"voxel sizes {shown} mm are outside the {lo:g} to {hi:g} mm that MR scanners use"
+                         f"{why}", path)
+    extent = sizes * np.asarray(shape, dtype=np.float64)
+    if np.any(extent > MAX_EXTENT_MM):
+        raise InputError(f"the volume spans {'x'.join(f'{v:.0f}' for v in extent)} mm ({'x'.join(map(str, shape))} "
+                         f"voxels of {shown} mm); a head scan spans at most {MAX_EXTENT_MM:.0f} mm on each axis: "
+                         "not a head scan, or its voxel sizes are wrong", path)
 
 
 def _check_voxel_type(img, path: Path) -> None:
@@ -129,27 +198,60 @@ def _check_data_fits(img, shape, path: Path) -> None:
                          data_file)
 
 
+def _read_into(fh, view: memoryview) -> int:
+    """Fill ``view`` from ``fh``; returns the bytes read (fewer only at the end of the file)."""
+    done = 0
+    while done < len(view):
+        n = fh.readinto(view[done:])
+        if not n:
+            break
+        done += n
+    return done
+
+
 def _read_data(img, path: Path, shape, dtype) -> np.ndarray:
-    """The voxels, decompressing a .gz with ISA-L when present (~4x faster than Python's gzip).
+    """The voxels of a single-file NIfTI (.nii, or .nii.gz with ISA-L when present, ~4x faster
+    than Python's gzip), read and converted in pieces of :data:`READ_CHUNK_BYTES`.
 
     Called only after the header passed its checks, so the size is bounded by MAX_VOXELS and
-    by what the file can hold (``_check_data_fits``).
+    by what the file can hold (``_check_data_fits``). Peak memory is the returned array (at most
+    ``MAX_VOXELS`` x 4 bytes of float32) plus one piece: no copy of the stored bytes is held.
+    Pairs (.hdr/.img) are read by nibabel.
+
+    Returns:
+        (X, Y, Z) array in ``dtype``, Fortran-ordered as stored.
     """
-    if _gzip is gzip or path.suffix != ".gz":
+    data_file = Path(img.file_map["image"].filename or path)
+    if "header" in img.file_map:  # a .hdr/.img pair
         return np.asarray(img.dataobj, dtype=dtype).reshape(shape)
     offset = int(img.dataobj.offset)
     stored = img.header.get_data_dtype()
     count = int(np.prod(shape, dtype=np.int64))
     needed = offset + count * stored.itemsize
+    out = np.empty(shape, dtype=dtype, order="F")
+    flat = out.reshape(-1, order="F")  # a view: ``out`` is Fortran-ordered
+    per_piece = max(1, READ_CHUNK_BYTES // stored.itemsize)
+    buf = bytearray(min(count, per_piece) * stored.itemsize)
+    opener = _gzip.open if data_file.name.lower().endswith(".gz") else open
     # Inflate only what the header's (checked) size needs: trailing padding cannot balloon memory.
-    with _gzip.open(path, "rb") as fh:
-        raw = fh.read(needed)
-    if len(raw) < needed:
-        raise EOFError(f"the data end after {len(raw)} bytes; the header needs {needed}")
-    arr = np.frombuffer(raw, dtype=stored, count=count, offset=offset).reshape(shape, order="F")
+    with opener(data_file, "rb") as fh:
+        skipped = 0
+        while skipped < offset:  # the header and its extensions, in pieces too
+            piece = _read_into(fh, memoryview(buf)[: min(len(buf), offset - skipped)])
+            if not piece:
+                raise EOFError(f"the data end after {skipped} bytes; the header needs {needed}")
+            skipped += piece
+        done = 0
+        while done < count:
+            n = min(per_piece, count - done)
+            got = _read_into(fh, memoryview(buf)[: n * stored.itemsize])
+            if got < n * stored.itemsize:
+                raise EOFError(f"the data end after {offset + done * stored.itemsize + got} bytes; "
+                               f"the header needs {needed}")
+            flat[done:done + n] = np.frombuffer(buf, dtype=stored, count=n)
+            done += n
     # nibabel moves the header's scl_slope/scl_inter onto the array proxy when loading.
     slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
-    out = arr.astype(dtype)
     if slope != 1.0:
         out *= slope
     if inter != 0.0:
@@ -173,13 +275,15 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32,
 
     Raises:
         InputError: naming the file and the problem (missing, not NIfTI, truncated, not 3-D,
-            empty or too large, complex or RGB voxels, a header claiming more data than the file
-            holds, non-positive voxel sizes, qform and sform that disagree, non-finite voxels,
-            constant image, unusable affine).
+            empty or more than MAX_VOXELS, complex or RGB voxels, a header claiming more data than
+            the file holds, non-positive voxel sizes or ones outside VOXEL_MM_RANGE, a field of
+            view wider than MAX_EXTENT_MM, qform and sform that disagree, non-finite voxels,
+            constant image, unusable affine; a folder, an unreadable file, a gzip file named .nii
+            or a plain one named .nii.gz). All but the truncation, non-finite and constant checks
+            run on the header, before any voxel is read.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", path)
+    _check_file(path)
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for bad files
@@ -194,7 +298,10 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32,
     if min(shape) < 1:
         raise InputError(f"header claims a volume of shape {shape}, with an empty or negative dimension", path)
     if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
-        raise InputError(f"header claims {shape} voxels, more than this reader accepts", path)
+        raise InputError(f"header claims {'x'.join(map(str, shape))} = {int(np.prod(shape, dtype=np.int64)):,} "
+                         f"voxels, more than this reader accepts ({MAX_VOXELS:,} = 512^3, a 256 mm field of view "
+                         "at 0.5 mm: finer and wider than infant head scans are made); its data were not read",
+                         path)
     _check_voxel_type(img, path)
     _check_data_fits(img, shape, path)
     zooms = _stored_voxel_sizes(img, path)
@@ -202,8 +309,9 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32,
         raise InputError(f"voxel sizes must be positive, got {tuple(float(z) for z in zooms)}", path)
     _check_qform_sform(img, shape, path)
     affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+    if not np.all(np.isfinite(affine)):
         raise InputError("affine is singular or not finite", path)
+    _check_geometry(img, shape, affine, path)
     slope, inter = float(getattr(img.dataobj, "slope", 1.0)), float(getattr(img.dataobj, "inter", 0.0))
     stored = img.get_data_dtype()
     if keep_integers and np.issubdtype(stored, np.integer) and slope == 1.0 and inter == 0.0:
@@ -219,8 +327,10 @@ def load_volume(path: str | os.PathLike, *, dtype=np.float32,
     if np.issubdtype(stored, np.integer) and np.issubdtype(dtype, np.floating) and np.isfinite(slope + inter):
         largest = max(abs(int(np.iinfo(stored).min)), int(np.iinfo(stored).max))
         exact = abs(slope) * largest + abs(inter) < float(np.finfo(dtype).max)
-    if not exact and not np.all(np.isfinite(data)):
+    # The extremes are NaN or infinite exactly when a voxel is: no (X, Y, Z) mask is made to tell.
+    lo, hi = float(data.min()), float(data.max())
+    if not exact and not (np.isfinite(lo) and np.isfinite(hi)):
         raise InputError(f"{int(np.size(data) - np.isfinite(data).sum())} voxels are NaN or infinite", path)
-    if float(data.max()) == float(data.min()):
-        raise InputError(f"image is constant (every voxel is {float(data.max())})", path)
+    if hi == lo:
+        raise InputError(f"image is constant (every voxel is {hi})", path)
     return data, affine
