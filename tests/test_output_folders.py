@@ -25,7 +25,6 @@ from kerasmyelin.io.output_dir import (
     OutputFolder,
     check_apart,
     lock_path,
-    old_path,
     output_kind,
     partial_path,
     read_marker,

@@ -113,10 +113,8 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
             return _one_infant(args, skull, folder)
     # The list is read first (it is quick): its images are inputs that --out must stay apart from.
     jobs = jobs_from_bids(args.bids) if args.bids else jobs_from_csv(args.csv)
-    files = [f for job in jobs for f in (job.t1w, job.t2w) if f is not None]
-    folder = batch_folder(args.out, overwrite=args.overwrite, resume=args.resume, bids_roots=bids_roots,
-                          inputs=[*inputs, ("image listed in " + (args.csv or args.bids), files)],
-                          settings=batch_settings(args.reports, saliency if args.reports else None))
+    folder = batch_folder(args.out, jobs, overwrite=args.overwrite, resume=args.resume, inputs=inputs,
+                          bids_roots=bids_roots, settings=batch_settings(args.reports, saliency if args.reports else None))
     from kerasmyelin.runtime import cpu_count
 
     workers = args.jobs if args.jobs is not None else min(2, cpu_count())

@@ -33,7 +33,7 @@ from kerasmyelin.data.cache import TenSliceSet
 from kerasmyelin.data.shards import open_tenslice, tenslice_file
 from kerasmyelin.errors import ConfigError, InputError, OutputError
 from kerasmyelin.io.atomic import sha256_file, write_bytes_atomic, write_text_atomic
-from kerasmyelin.io.output_dir import check_apart, open_reopened
+from kerasmyelin.io.output_dir import open_reopened
 from kerasmyelin.models.graph import graph_forward
 from kerasmyelin.training.config import ExperimentConfig, load_experiment
 from kerasmyelin.training.splits import holdout, load_splits, make_folds, save_splits
@@ -69,8 +69,6 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     run = Path(out).expanduser().absolute()
     if run.exists() and not run.is_dir():
         raise OutputError(f"{run}: exists and is not a folder")
-    if data_dir is not None:  # before anything is read or written: a run never goes in, above or over its data
-        check_apart(run, [("--data", data_dir)])
     stored_config = run / CONFIG_FILE
     stored_info = run / RUN_INFO
     if stored_config.exists():
@@ -98,8 +96,8 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     if data.image_shape != (size, size):
         raise InputError(f"images are {data.image_shape[0]}x{data.image_shape[1]} but model.image_size is {size}; "
                          f"prepare the cache at that size or set model.image_size", tenslice_file(data_dir))
-    check_apart(run, [("--data", data_dir)])
-    open_reopened(run, "run", legacy=lambda folder: (folder / CONFIG_FILE).is_file())
+    # Before anything is written: a run never goes in, above or over its data.
+    open_reopened(run, "run", inputs=[("--data", data_dir)], legacy=lambda folder: (folder / CONFIG_FILE).is_file())
     if not stored_config.exists():
         write_text_atomic(stored_config, yaml.safe_dump(to_dict(config), sort_keys=False))
     if not stored_info.exists():

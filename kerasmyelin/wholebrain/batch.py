@@ -187,16 +187,19 @@ def _prepared_in_order(jobs: list[Job], pool: PreparingPool | None, skull_stripp
             yield job, None, f"the preparing process failed ({type(exc).__name__}: {exc})"
 
 
-def batch_folder(out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False, inputs=(),
-                 bids_roots=(), settings: dict | None = None, log=print) -> OutputFolder:
+def batch_folder(out: str | os.PathLike, jobs: list[Job], *, overwrite: bool = False, resume: bool = False,
+                 inputs=(), bids_roots=(), settings: dict | None = None, log=print) -> OutputFolder:
     """The output folder of a batch, not yet entered: checked now, locked and built when entered.
 
     Args:
+        jobs: the batch's infants; ``out`` must stay apart from each of their images.
         overwrite: replace an earlier batch output (only one kerasmyelin recorded as a batch).
         resume: continue an interrupted batch for ``out`` (its work folder), keeping the infants done.
-        inputs, bids_roots: the batch's inputs, which ``out`` must stay apart from.
-        settings: what the batch is made with (model, reports, saliency); a resumed batch must match.
+        inputs, bids_roots: the batch's other inputs (the list, the model), which ``out`` must stay apart from.
+        settings: what the batch is made with (:func:`batch_settings`); a resumed batch must match.
     """
+    files = [f for job in jobs for f in (job.t1w, job.t2w) if f is not None]
+    inputs = [*inputs, ("image of the batch", files)]
     return OutputFolder(out, "predict", overwrite=overwrite, resume=resume, inputs=inputs, bids_roots=bids_roots,
                         what="kerasmyelin predict (batch)", settings=settings, keep_interrupted=True, log=log)
 
@@ -259,9 +262,7 @@ def run_batch(jobs: list[Job], estimator, out: str | os.PathLike | OutputFolder,
     if isinstance(out, OutputFolder):
         return _run_into(out, jobs, estimator, reports=reports, saliency=saliency, skull_stripped=skull_stripped,
                          progress=progress, workers=workers, log=log)
-    files = [f for job in jobs for f in (job.t1w, job.t2w) if f is not None]
-    folder = batch_folder(out, overwrite=overwrite, resume=resume, log=log,
-                          inputs=[*inputs, ("image of the batch", files)],
+    folder = batch_folder(out, jobs, overwrite=overwrite, resume=resume, log=log, inputs=inputs,
                           settings=batch_settings(reports, saliency))
     with folder:
         return _run_into(folder, jobs, estimator, reports=reports, saliency=saliency, skull_stripped=skull_stripped,
