@@ -204,8 +204,8 @@ def test_empty_volume_is_bad_input(tmp_path):
 @pytest.fixture(scope="module")
 def template_images() -> dict[tuple[int, str], nib.Nifti1Image]:
     found = tr.find_templates(_templates())
-    return {key: nib.load(found[key]) for key in [(0, "T1w"), (0, "T2w"), (24, "T1w"),
-                                                   (24, "T2w")]}
+    return {key: tr.corrected_image(found[key]) for key in [(0, "T1w"), (0, "T2w"), (24, "T1w"),
+                                                            (24, "T2w")]}
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import sys
 
 from kerasmyelin import __version__
 from kerasmyelin.cli import (
+    calibrate_synth_cmd,
     convert_dicom_cmd,
     doctor_cmd,
     evaluate_cmd,
@@ -28,6 +29,7 @@ from kerasmyelin.errors import KerasMyelinError
 from kerasmyelin.runtime import import_tensorflow_quietly
 
 COMMANDS = (reproduce_cmd, synth_cmd, prepare_cmd, shard_cmd, convert_dicom_cmd, export_nnc_cmd, validate_cmd,
+            calibrate_synth_cmd,
             train_cmd, evaluate_cmd, predict_cmd, export_cmd, trust_cmd, doctor_cmd)
 
 

@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   kerasmyelin synth --out cohort3t --field-strengths 3 --overwrite
   kerasmyelin synth --out varied --varied             # + 3-D research protocols, skull-stripped, smoothed
   kerasmyelin synth --out mixed --research-fraction 0.5 --timing-jitter 0.1
+  kerasmyelin synth --out real --varied --tissue-curves calibrated   # tissue fitted to real infants
   # a large cohort: 64 TFRecord shards written by the workers, no NIfTI volumes (docs/scale.md)
   kerasmyelin synth --out big --subjects 10000 --shards 64 --slices-only
 """
@@ -41,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     variety.add_argument("--timing-jitter", type=float, help="log-SD of per-infant TR/TE/TI factors")
     variety.add_argument("--skull-stripped-fraction", type=float, help="share delivered skull-stripped")
     variety.add_argument("--smoothed-fraction", type=float, help="share smoothed in-plane (FWHM 1-3 mm)")
+    p.add_argument("--tissue-curves", default="published", metavar="NAME",
+                   help="how tissue relaxes with age: published (literature; the paper reproduction's, default), "
+                        "calibrated (fitted to the real infant templates, for models meant for real scans; "
+                        "docs/realism.md) or a JSON file written by `kerasmyelin calibrate-synth`")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--shards", type=int, default=None,
                    help="write the ten-slice set as this many TFRecord shards (streamed by train; each worker "
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             variety[name] = getattr(args, name)
     try:
-        config = CohortConfig(subjects=args.subjects, seed=args.seed, field_strengths=args.field_strengths, **variety)
+        config = CohortConfig(subjects=args.subjects, seed=args.seed, field_strengths=args.field_strengths,
+                              tissue_curves=args.tissue_curves, **variety)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if args.jobs is not None and args.jobs < 1:

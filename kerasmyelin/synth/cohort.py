@@ -40,6 +40,10 @@ class CohortConfig:
             and ventricles kept, skull, scalp and outer CSF set to 0). 0 in the paper.
         smoothed_fraction: share of infants whose images are smoothed in-plane (Gaussian FWHM
             1-3 mm), like group averages or denoised images. 0 in the paper.
+        tissue_curves: how tissue relaxes with age (``synth.curves``): "published" (the
+            literature, the paper reproduction's), "calibrated" (fitted to real infant templates,
+            docs/realism.md) or a JSON file from ``kerasmyelin calibrate-synth``. It changes no
+            random draw: the same seed gives the same infants with other tissue physics.
 
     The last four widen the cohort beyond the paper's two protocols (domain randomisation), so
     a model can meet scans like the real 3-D, skull-stripped, averaged infant templates. Their
@@ -61,8 +65,12 @@ class CohortConfig:
     timing_jitter: float = 0.0
     skull_stripped_fraction: float = 0.0
     smoothed_fraction: float = 0.0
+    tissue_curves: str = "published"
 
     def __post_init__(self):
+        from kerasmyelin.synth.curves import curves_for
+
+        curves_for(self.tissue_curves)  # an unknown name or a bad file fails here, before any work
         if isinstance(self.subjects, bool) or not isinstance(self.subjects, (int, np.integer)) or self.subjects <= 0:
             raise ValueError(f"subjects must be a positive whole number, got {self.subjects!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
@@ -118,6 +126,7 @@ class SubjectSpec:
     t2w_timing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     skull_stripped: bool = False
     smoothing_fwhm_mm: float = 0.0
+    tissue_curves: str = "published"  # synth.curves: "published", "calibrated" or a JSON path
 
     @property
     def scanner(self) -> Scanner:
@@ -188,6 +197,7 @@ def draw_cohort(config: CohortConfig) -> list[SubjectSpec]:
             regional_jitter_months=config.regional_jitter_months,
             motion=bool(srng.random() < config.motion_fraction),
             seed=int(srng.integers(2**31)),
+            tissue_curves=config.tissue_curves,
             **(_variety(np.random.default_rng([seeds[i], 1]), config) if config.varied else {}),
         ))
     return cohort

@@ -76,8 +76,75 @@ def _approach(neonatal: float, adult: float, maturity: np.ndarray, tau: float) -
     return (adult + (neonatal - adult) * np.exp(-maturity / tau)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class TissueCurves:
+    """Everything that sets how white and grey matter relax with age: one set of tissue curves.
+
+    ``PUBLISHED`` holds the literature values above. ``synth.curves`` reads a calibrated set (fitted
+    to real infant templates by ``validation.calibration``) from a JSON file. Frozen and hashable,
+    so that the maturation speeds solved for a set are cached per set.
+
+    Attributes:
+        name: what the set is called in truth files ("published", "calibrated", a file's stem).
+        white, grey: field strength (T) -> neonatal and adult values, as ``((fs, TissueRelaxation), ...)``.
+        tau_wm, tau_gm: (T1, T2, PD) e-folding times in months of each tissue's maturation.
+        wm_lead_months: white-matter clocks start this many months before term.
+        gm_lead_months: the cortex's clock runs from this many months before term.
+        speed_t1, speed_t2: factors on the white matter's maturation speeds after they are
+            solved from the milestones (1 keeps each region's crossing at its Barkovich age on
+            the 1.5 T clinical protocol; other values move every region's timing together and
+            keep their order).
+    """
+
+    name: str
+    white: tuple[tuple[float, TissueRelaxation], ...]
+    grey: tuple[tuple[float, TissueRelaxation], ...]
+    tau_wm: tuple[float, float, float]
+    tau_gm: tuple[float, float, float]
+    wm_lead_months: float
+    gm_lead_months: float
+    speed_t1: float = 1.0
+    speed_t2: float = 1.0
+
+    def table(self, tissue: str, field_strength: float) -> TissueRelaxation:
+        fs = check_field_strength(field_strength)
+        return dict({"wm": self.white, "gm": self.grey}[tissue])[fs]
+
+    def tau(self, tissue: str) -> tuple[float, float, float]:
+        return {"wm": self.tau_wm, "gm": self.tau_gm}[tissue]
+
+    def as_dict(self) -> dict:
+        """JSON-ready form (``synth.curves.curves_from_dict`` reads it back)."""
+        from dataclasses import asdict
+
+        return {"name": self.name,
+                "white": {str(fs): asdict(v) for fs, v in self.white},
+                "grey": {str(fs): asdict(v) for fs, v in self.grey},
+                "tau_wm": list(self.tau_wm), "tau_gm": list(self.tau_gm),
+                "wm_lead_months": self.wm_lead_months, "gm_lead_months": self.gm_lead_months,
+                "speed_t1": self.speed_t1, "speed_t2": self.speed_t2}
+
+
+# White-matter maturation clocks start this many months before term, when hemispheric
+# myelination begins; the cortex began maturing before term too.
+MATURATION_LEAD_MONTHS = 3.0
+GREY_MATTER_LEAD_MONTHS = 2.0
+
+PUBLISHED = TissueCurves(
+    name="published",
+    white=tuple(sorted(_WHITE.items())),
+    grey=tuple(sorted(_GREY.items())),
+    tau_wm=TAU_MONTHS["wm"],
+    tau_gm=TAU_MONTHS["gm"],
+    wm_lead_months=MATURATION_LEAD_MONTHS,
+    gm_lead_months=GREY_MATTER_LEAD_MONTHS,
+)
+"""The literature values of this module's docstring: the priors of any calibration."""
+
+
 def tissue_parameters(
-    tissue: str, field_strength: float, t1_time: np.ndarray, t2_time: np.ndarray
+    tissue: str, field_strength: float, t1_time: np.ndarray, t2_time: np.ndarray,
+    curves: TissueCurves = PUBLISHED,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """T1 (ms), T2 (ms) and proton density of maturing white or grey matter.
 
@@ -87,14 +154,15 @@ def tissue_parameters(
         t1_time: months since the tissue's T1 maturation began (any shape; negative means not
             yet begun). Drives T1.
         t2_time: the same for the T2 process (it starts later). Drives T2 and water content.
+        curves: the tissue curves (default: the published values).
 
     Returns:
         (t1, t2, pd) arrays of the broadcast shape, float32.
     """
-    table = {"wm": _WHITE, "gm": _GREY}[tissue][check_field_strength(field_strength)]
+    table = curves.table(tissue, field_strength)
     m1 = softplus(t1_time)
     m2 = softplus(t2_time)
-    tau_t1, tau_t2, tau_pd = TAU_MONTHS[tissue]
+    tau_t1, tau_t2, tau_pd = curves.tau(tissue)
     t1 = _approach(table.t1_neonatal, table.t1_adult, m1, tau_t1)
     t2 = _approach(table.t2_neonatal, table.t2_adult, m2, tau_t2)
     pd = _approach(table.pd_neonatal, table.pd_adult, m2, tau_pd)

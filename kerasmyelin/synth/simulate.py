@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from kerasmyelin.levels import LEVELS
 from kerasmyelin.synth.cohort import SubjectSpec
+from kerasmyelin.synth.curves import curves_for
 from kerasmyelin.synth.maturation import grey_matter_times, white_matter_times
 from kerasmyelin.synth.relaxation import (
     CONSTANT_TISSUES,
@@ -140,7 +141,9 @@ class _Warp:
 
 def _signal_volumes(anat: TissueModel, spec: SubjectSpec, scanner: Scanner, rng) -> list[np.ndarray]:
     """Noise-free T1w and T2w signal on the anatomy grid for this infant's maturation."""
-    k1, k2, coords = anat.k1, anat.k2, anat.wm_coords
+    curves = curves_for(spec.tissue_curves)
+    k1, k2 = anat.speeds(curves)
+    coords = anat.wm_coords
     m = np.float32(spec.myelination_age_months)
     # The infant's own smooth regional deviations from the typical timing.
     k = rng.normal(size=(2, 3))
@@ -148,8 +151,8 @@ def _signal_volumes(anat: TissueModel, spec: SubjectSpec, scanner: Scanner, rng)
     jitter = sum(np.cos(kk.astype(np.float32) @ coords + rng.uniform(0, 2 * np.pi)) for kk in k)
     jitter = np.float32(spec.regional_jitter_months / np.sqrt(2) * rng.normal(1.0, 0.3)) * jitter
     fs = scanner.field_strength
-    wm_params = tissue_parameters("wm", fs, *white_matter_times(m - jitter, k1, k2))
-    gm_params = tissue_parameters("gm", fs, *grey_matter_times(m))
+    wm_params = tissue_parameters("wm", fs, *white_matter_times(m - jitter, k1, k2, curves), curves)
+    gm_params = tissue_parameters("gm", fs, *grey_matter_times(m, curves), curves)
     f = anat.fractions
     f_wm = f["wm"].ravel()[anat.wm_index]
     out = []

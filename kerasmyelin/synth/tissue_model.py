@@ -37,7 +37,9 @@ class TissueModel:
         res_mm: grid spacing.
         fractions: tissue -> (X, Y, Z) float32.
         wm_index: flat indices of white-matter voxels.
-        k1, k2: speeds of the T1 and T2 maturation processes at those voxels.
+        t1_mid, t2_mid: the ages (months) at which white matter at those voxels turns T1-bright
+            and T2-dark in a typical infant (its milestones); :meth:`speeds` turns them into the
+            speeds of its maturation for a set of tissue curves.
         wm_coords: (3, N) MNI mm of those voxels.
         head_bbox_mm: (2, 3) lowest and highest MNI corner of the head.
     """
@@ -46,8 +48,8 @@ class TissueModel:
     res_mm: float
     fractions: dict[str, np.ndarray]
     wm_index: np.ndarray
-    k1: np.ndarray
-    k2: np.ndarray
+    t1_mid: np.ndarray
+    t2_mid: np.ndarray
     wm_coords: np.ndarray
     head_bbox_mm: np.ndarray
 
@@ -55,15 +57,29 @@ class TissueModel:
     def shape(self) -> tuple[int, int, int]:
         return self.fractions["wm"].shape
 
+    def speeds(self, curves: relaxation.TissueCurves = relaxation.PUBLISHED) -> tuple[np.ndarray, np.ndarray]:
+        """(k1, k2) at the white-matter voxels: the speeds at which, with these tissue curves,
+        each voxel crosses the cortex at its milestone ages (``maturation.rates_for``); cached
+        per curves, as every infant of a cohort needs them."""
+        key = curves
+        cache = self.__dict__.setdefault("_speeds", {})
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.clear()
+            cache[key] = maturation.rates_for(self.t1_mid, self.t2_mid, curves)
+        return cache[key]
+
 
 def _build(res_mm: float) -> TissueModel:
     anat = anatomy.build_anatomy(res_mm)
-    k1, k2 = maturation.rates_for(anat.t1_mid.ravel()[anat.wm_index], anat.t2_mid.ravel()[anat.wm_index])
+    t1_mid = anat.t1_mid.ravel()[anat.wm_index].astype(np.float32)
+    t2_mid = anat.t2_mid.ravel()[anat.wm_index].astype(np.float32)
     ijk = np.unravel_index(anat.wm_index, anat.shape)
     axes = anat.world_coordinates()
     coords = np.stack([axes[i][ijk[i]] for i in range(3)]).astype(np.float32)
     fractions = {k: v.astype(np.float16).astype(np.float32) for k, v in anat.fractions.items()}
-    return TissueModel(anat.affine, res_mm, fractions, anat.wm_index, k1, k2, coords, anat.head_bounding_box_mm())
+    return TissueModel(anat.affine, res_mm, fractions, anat.wm_index, t1_mid, t2_mid, coords,
+                       anat.head_bounding_box_mm())
 
 
 def _cache_key(res_mm: float) -> str:
@@ -84,7 +100,7 @@ def _save(model: TissueModel, path: Path) -> None:
     from kerasmyelin.io.atomic import write_bytes_atomic
 
     buf = io.BytesIO()
-    np.savez(buf, affine=model.affine, res_mm=model.res_mm, wm_index=model.wm_index, k1=model.k1, k2=model.k2,
+    np.savez(buf, affine=model.affine, res_mm=model.res_mm, wm_index=model.wm_index, t1_mid=model.t1_mid, t2_mid=model.t2_mid,
              wm_coords=model.wm_coords, head_bbox_mm=model.head_bbox_mm,
              **{f"fraction_{k}": v.astype(np.float16) for k, v in model.fractions.items()})
     write_bytes_atomic(path, buf.getvalue())
@@ -94,7 +110,7 @@ def _load(path: Path) -> TissueModel:
     with np.load(path, allow_pickle=False) as z:
         return TissueModel(z["affine"], float(z["res_mm"]),
                            {k: z[f"fraction_{k}"].astype(np.float32) for k in _FRACTIONS},
-                           z["wm_index"], z["k1"], z["k2"], z["wm_coords"], z["head_bbox_mm"])
+                           z["wm_index"], z["t1_mid"], z["t2_mid"], z["wm_coords"], z["head_bbox_mm"])
 
 
 @functools.lru_cache(maxsize=2)

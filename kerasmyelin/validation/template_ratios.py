@@ -30,14 +30,15 @@ Method
 
 Limitations
 -----------
-* An affine adult prior is only roughly right on an infant brain, so both masks are mixtures
-  (by the clustering above, 45-75 % of the WM mask lies on WM at levels "d" and "e" at 24
-  months, 30-45 % at "b" and "c", where the infant's relatively large deep nuclei and
-  insula take the place of the adult internal and external capsules). Ratios are therefore
-  *compressed towards 1*: at levels "d" and "e" at 24 months they are within ~5 % of the
-  clustering's, at "b" and "c" they are much closer to 1 than the real contrast (T1w 1.02
-  vs 1.22-1.24, T2w 0.83-0.90 vs 0.65-0.70). Compare like with like: measure the synthetic
-  cohort with this same function.
+* The templates must be read with their headers corrected (:func:`corrected_image`): as
+  stored they reverse front and back, the MNI priors then land mirrored and at levels b and c
+  the white-matter mask falls largely on deep grey matter, which pulled every ratio there
+  towards 1. (The figures of earlier versions of this note, "30-45 % of the WM mask on WM at b
+  and c", were measured that way.) Read corrected, the 24-month T2w ratio is 0.59-0.60 at
+  every level b-e, as a radiologist would expect of myelinated white matter.
+* An affine adult prior is still only roughly right on an infant brain, so both masks are
+  mixtures, and thin infant white matter (temporal lobe at b) mixes more than adult white
+  matter would. Compare like with like: measure the synthetic cohort with this same function.
 * Level "a" (z = -30, pons / middle cerebellar peduncles) lies below the cut of
   cerebrum-only templates: the slab holds only the inferior temporal lobes (and the cut
   stump of the brainstem), the WM core is tiny, and the ratio can be NaN (fewer than
@@ -115,6 +116,8 @@ class LevelMasks:
         depth: float32 (X, Y, S), distance (mm) below the brain's surface.
         p_wm: float32 (X, Y, S), MNI white-matter prior resampled onto the slab (0-1).
         p_gm: float32 (X, Y, S), MNI grey-matter prior resampled onto the slab (0-1).
+        origin: (i, j) of the slab's first voxel in the RAS volume (the arrays are cropped to
+            the brain's bounding box in plane).
     """
 
     level: str
@@ -127,6 +130,7 @@ class LevelMasks:
     depth: np.ndarray
     p_wm: np.ndarray
     p_gm: np.ndarray
+    origin: tuple[int, int] = (0, 0)
 
 
 def _tissue_masks(
@@ -245,7 +249,7 @@ def level_masks(
         else:
             ratio = float("nan")
         out[level.key] = LevelMasks(
-            level.key, tuple(ks), inten, brain, wm, gm, ratio, depth, p_wm, p_gm
+            level.key, tuple(ks), inten, brain, wm, gm, ratio, depth, p_wm, p_gm, (x0, y0)
         )
     return out
 
@@ -316,4 +320,16 @@ def template_ratio_table(root: str | os.PathLike) -> dict[tuple[int, str], dict[
     Raises:
         InputError: when files are missing.
     """
-    return {key: wm_gm_ratios(nib.load(path)) for key, path in find_templates(root).items()}
+    return {key: wm_gm_ratios(corrected_image(path)) for key, path in find_templates(root).items()}
+
+
+def corrected_image(path: str | os.PathLike) -> nib.Nifti1Image:
+    """A template read with its header corrected (front and back the right way round,
+    ``template_levels.HEADER_CORRECTION``). Read as stored, the MNI priors land mirrored front to
+    back: at levels b and c the white-matter mask then falls on the thalami and basal ganglia
+    and the ratios come out near 1 at every age (T2w 24 months, level c: 0.83 as stored, 0.59
+    corrected; docs/realism.md)."""
+    from kerasmyelin.validation.template_levels import HEADER_CORRECTION
+
+    img = nib.load(str(path))
+    return nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), HEADER_CORRECTION @ img.affine)
