@@ -53,6 +53,41 @@ def test_augmentation_flips_all_ten_together_and_keeps_the_label():
     assert seen == {True, False}  # both happen over a dozen draws (seeded)
 
 
+def test_intensity_curves_keep_tissue_order_and_share_a_curve_per_contrast():
+    data = _data(n=1)
+    # The same value in every image, so one output per contrast means one curve per contrast.
+    values = np.linspace(0.0, 1.2, 16 * 16, dtype=np.float32).reshape(16, 16)
+    for name in INPUT_NAMES:
+        data.images[name][0] = values
+    ds = make_dataset(data, [0], batch_size=1, training=True, seed=5, intensity_curves=True)
+    curves = []
+    for x, y in ds.take(6):
+        assert y.numpy().item() == 0
+        out = {name: x[name].numpy()[0, ..., 0] for name in INPUT_NAMES}
+        for contrast in ("t1w", "t2w"):
+            levels = [out[f"{contrast}_{k}"] for k in "abcde"]
+            for other in levels[1:]:
+                np.testing.assert_allclose(other, levels[0], rtol=1e-6, atol=1e-7)
+            flat = levels[0].ravel()
+            assert np.all(np.diff(flat) > 0)  # strictly increasing: the order of intensities is kept
+            assert flat[0] == 0.0 and abs(np.interp(1.0, values.ravel(), flat) - 1.0) < 1e-3
+            curves.append(flat)
+    # The curves differ between contrasts and draws (and are not the identity).
+    assert min(np.abs(a - b).max() for i, a in enumerate(curves) for b in curves[i + 1:]) > 1e-3
+    assert max(np.abs(c - values.ravel()).max() for c in curves) > 0.05
+
+
+def test_intensity_curves_do_not_change_the_flips_and_gains_of_a_seed():
+    data = _data(n=3)
+    plain = [x["t1w_c"].numpy() for x, _ in make_dataset(data, range(3), 1, training=True, seed=2,
+                                                          augment=True).take(4)]
+    both = [x["t1w_c"].numpy() for x, _ in make_dataset(data, range(3), 1, training=True, seed=2, augment=True,
+                                                         intensity_curves=True).take(4)]
+    for a, b in zip(plain, both):
+        # Same flip and gain, then a monotone curve: the pixel ranking is that of the plain draw.
+        np.testing.assert_array_equal(np.argsort(a.ravel(), kind="stable"), np.argsort(b.ravel(), kind="stable"))
+
+
 def test_empty_selection_is_refused():
     with pytest.raises(ValueError, match="no infants"):
         make_dataset(_data(), [], 2, training=False)

@@ -17,6 +17,7 @@ from kerasmyelin.cli import (
     export_cmd,
     export_nnc_cmd,
     predict_cmd,
+    pretrain_cmd,
     prepare_cmd,
     reproduce_cmd,
     shard_cmd,
@@ -28,7 +29,7 @@ from kerasmyelin.cli import (
 from kerasmyelin.errors import KerasMyelinError
 from kerasmyelin.runtime import import_tensorflow_quietly
 
-COMMANDS = (reproduce_cmd, synth_cmd, prepare_cmd, shard_cmd, convert_dicom_cmd, export_nnc_cmd, validate_cmd,
+COMMANDS = (reproduce_cmd, pretrain_cmd, synth_cmd, prepare_cmd, shard_cmd, convert_dicom_cmd, export_nnc_cmd, validate_cmd,
             calibrate_synth_cmd,
             train_cmd, evaluate_cmd, predict_cmd, export_cmd, trust_cmd, doctor_cmd)
 

@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from kerasmyelin.errors import InputError
+from kerasmyelin.cli.cv_runs import experiments_dir
 
 NAME = "reproduce"
 HELP = ("The main job: build the synthetic cohort, cross-validate the paper's simple model and ensemble, "
@@ -24,11 +24,6 @@ EXAMPLES = f"""examples:
   kerasmyelin reproduce --out tiny --subjects 24 --epochs 2 --set cv.folds=2   # a quick try
 Rerunning the same command reuses the cohort and every finished fold, and resumes a killed network.
 """
-
-
-def experiments_dir() -> Path:
-    """The repository's ``experiments/`` folder (next to the package in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "experiments"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,20 +43,14 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
+    from kerasmyelin.cli.cv_runs import cross_validate, paper_experiments
     from kerasmyelin.data.cache import CACHE_FILE
     from kerasmyelin.errors import ConfigError
     from kerasmyelin.evaluation.plots import save_scatter
-    from kerasmyelin.evaluation.report import (
-        format_summary,
-        synthetic_truth,
-        table1,
-        write_report,
-    )
+    from kerasmyelin.evaluation.report import synthetic_truth, table1
     from kerasmyelin.io.atomic import write_text_atomic
     from kerasmyelin.synth.cohort import CohortConfig
     from kerasmyelin.synth.dataset import build_cohort
-    from kerasmyelin.training.config import load_experiment
-    from kerasmyelin.training.experiment import gather_predictions, open_run, run_fold
 
     start = time.monotonic()
     out = Path(args.out).expanduser().absolute()
@@ -71,12 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("set the epochs with --epochs (or --paper), not --set train.epochs=...")
     epochs = args.epochs or (1000 if args.paper else QUICK_EPOCHS)
     folder = args.experiments or experiments_dir()
-    files = {"simple": folder / "paper_simple.yaml", "ensemble": folder / "paper_ensemble.yaml"}
-    for path in files.values():
-        if not path.is_file():
-            raise InputError("experiment file not found (give --experiments)", path)
-    overrides = [f"train.epochs={epochs}", *args.overrides]
-    configs = {k: load_experiment(path, overrides) for k, path in files.items()}
+    configs = paper_experiments(folder, [f"train.epochs={epochs}", *args.overrides])
 
     from kerasmyelin.io.output_dir import open_reopened
 
@@ -97,19 +81,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{cohort} holds a cohort of {len(truth)} infants, not --subjects {args.subjects}; "
                           f"use another --out (or the same --subjects) to reuse it")
 
-    reports, predictions = {}, {}
     prefix = "paper_" if epochs == 1000 else f"e{epochs}_"
     if args.overrides:
         import hashlib
 
         prefix += hashlib.sha256(" ".join(sorted(args.overrides)).encode()).hexdigest()[:6] + "_"
-    for key, config in configs.items():
-        run_dir, config, data, splits = open_run(out / f"{prefix}{key}", config, cache)
-        for fold in range(len(splits)):
-            run_fold(run_dir, config, data, splits, fold, progress=not args.quiet)
-        predictions[key] = gather_predictions(run_dir, len(splits))
-        reports[key] = write_report(run_dir, predictions[key], config, truth)
-        print(format_summary(reports[key]))
+    reports, predictions, n = cross_validate(out, configs, cache, truth, prefix, progress=not args.quiet)
 
     table = table1(reports["simple"], reports["ensemble"])
     minutes = (time.monotonic() - start) / 60
@@ -117,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         if sys.argv and sys.argv[0].endswith("kerasmyelin") else f"kerasmyelin reproduce --out {args.out}"
     text = (f"# Table 1 on the synthetic cohort\n\n{table}\n\n"
             f"{configs['simple'].cv.folds}-fold subject-level cross-validation, out-of-fold estimates, "
-            f"{data.participant_id.size} synthetic infants, {epochs} epochs per network; "
+            f"{n} synthetic infants, {epochs} epochs per network; "
             f"{minutes:.1f} min for this invocation.\n\nReproduce: `{command}`\n")
     write_text_atomic(out / "table1.md", text)
     ens_label = next(iter(reports["ensemble"]["models"]))

@@ -51,6 +51,7 @@ KINDS = {
     "shards": "sharded ten-slice set (kerasmyelin shard)",
     "run": "run folder (kerasmyelin train/evaluate)",
     "reproduce": "reproduction folder (kerasmyelin reproduce)",
+    "pretrain": "model for real scans (kerasmyelin pretrain)",
     "savedmodel": "SavedModel export (kerasmyelin export)",
     "nnc": "Neural Network Console data set (kerasmyelin export-nnc)",
     "dicom": "DICOM conversion (kerasmyelin convert-dicom)",

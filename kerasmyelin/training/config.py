@@ -34,7 +34,11 @@ class TrainConfig:
             and keeps the result) or "best" (lowest validation loss).
         early_stopping_patience: stop after this many epochs without a better validation loss;
             0 (the paper) never stops early.
-        augment: training-only augmentation (off in the paper).
+        augment: training-only flips and per-contrast gains (off in the paper).
+        intensity_curves: training-only random smooth monotone intensity curves, one per contrast
+            per infant (``data.pipeline.intensity_curve``): the order of tissue intensities is
+            kept, their scale is not, as between scanners. Off in the paper; on for models meant
+            for real scans (docs/realism.md).
         backup_every_epochs: how often the resumable state (weights + optimizer, ~80 MB) is saved;
             the best checkpoint is written at the same moments.
         curve_every_epochs: how often the learning-curve plot and TensorBoard's prediction
@@ -54,6 +58,7 @@ class TrainConfig:
     select: str = "final"
     early_stopping_patience: int = 0
     augment: bool = False
+    intensity_curves: bool = False
     backup_every_epochs: int = 25
     curve_every_epochs: int = 10
     histogram_every_epochs: int = 25

@@ -128,6 +128,7 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         resumed = read_backup_state(folder / BACKUP_DIR)
         dataset = feed(lambda b, **shard: make_dataset(
             data, train_idx, b, training=True, seed=train.seed, augment=train.augment,
+            intensity_curves=train.intensity_curves,
             skip_batches=steps * resumed["epoch"] if resumed else 0, **shard), training=True)
         # TensorBoard shows the validation infants, or the training infants where there are none.
         monitor = (MonitorSet.from_data(data, val_idx, "validation") if val_idx.size
