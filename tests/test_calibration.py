@@ -99,3 +99,23 @@ def test_calibrate_synth_never_replaces_a_file_that_is_not_curves(tmp_path, caps
     assert main(["calibrate-synth", "--templates", str(tmp_path / "t"), "--out", str(other), "--overwrite"]) != 0
     assert "not a file kerasmyelin writes here" in capsys.readouterr().err
     assert other.read_text() == '{"my": "notes"}'
+
+
+def test_a_missing_or_corrupt_template_is_named(tmp_path, capsys):
+    import shutil
+
+    from kerasmyelin.cli.main import main
+    from tests.conftest import TEMPLATES, require_shared
+
+    folder = tmp_path / "templates"
+    shutil.copytree(require_shared(TEMPLATES), folder)
+    (folder / "Template-Month9-T2w.nii.gz").unlink()
+    assert main(["calibrate-synth", "--templates", str(folder), "--out", str(tmp_path / "c.json")]) == 2
+    assert "Template-Month9-T2w.nii.gz" in capsys.readouterr().err
+    shutil.copy(TEMPLATES / "Template-Month9-T2w.nii.gz", folder)
+    broken = folder / "Template-Month0-T1w.nii.gz"  # the first one measured: the test stays quick
+    broken.write_bytes(broken.read_bytes()[:5000])  # truncated
+    assert main(["validate-synth", "--templates", str(folder), "--out", str(tmp_path / "docs")]) == 2
+    err = capsys.readouterr().err
+    assert str(broken) in err
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "docs").exists()

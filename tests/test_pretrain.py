@@ -59,6 +59,11 @@ def test_pretrain_builds_cohort_cache_and_cross_validated_runs_then_resumes(tmp_
         assert "intensity_curves: true" in config and "augment: true" in config
     note = (out / "MODEL.md").read_text()
     assert f"--model {out / 'ensemble'}" in note and "synthetic infants only" in note
+    # The run MODEL.md names serves a scan given as files.
+    anat = out / "cohort" / "sub-001" / "anat"
+    assert main(["predict", "--model", str(out / "ensemble"), "--t1", str(anat / "sub-001_T1w.nii.gz"),
+                 "--t2", str(anat / "sub-001_T2w.nii.gz"), "--out", str(tmp_path / "result")]) == 0
+    assert "estimate_months" in (tmp_path / "result" / "result.json").read_text()
     stamp = (out / "cohort" / "participants.tsv").stat().st_mtime_ns
     capsys.readouterr()
     assert main(argv) == 0  # a rerun reuses the cohort and every finished fold

@@ -35,7 +35,7 @@ are the fit on all five ages; their in-sample cells are shown beside, labelled a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -321,7 +321,3 @@ def provenance(fit: Fit, template_root: str) -> dict:
             "log_factors": {f"{w}.{k}": round(float(v), 4) for (w, k, _), v in zip(PARAMETERS, fit.log_factors)},
             "cost": round(fit.cost, 4), "evaluations": fit.evaluations,
             "command": "kerasmyelin calibrate-synth --templates ../shared/data/infant_templates --out OUT"}
-
-
-def with_name(curves: TissueCurves, name: str) -> TissueCurves:
-    return replace(curves, name=name)

@@ -329,7 +329,10 @@ def corrected_image(path: str | os.PathLike) -> nib.Nifti1Image:
     back: at levels b and c the white-matter mask then falls on the thalami and basal ganglia
     and the ratios come out near 1 at every age (T2w 24 months, level c: 0.83 as stored, 0.59
     corrected; docs/realism.md)."""
+    from kerasmyelin.io.nifti import load_volume
     from kerasmyelin.validation.template_levels import HEADER_CORRECTION
 
-    img = nib.load(str(path))
-    return nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32), HEADER_CORRECTION @ img.affine)
+    data, affine = load_volume(path)  # a corrupt or truncated template is an InputError naming it
+    img = nib.Nifti1Image(data, HEADER_CORRECTION @ affine)
+    img.set_filename(str(path))
+    return img
