@@ -8,7 +8,12 @@ then the template of age m is estimated. A baseline arm does the same with the p
 (no template used, so one model serves all five). Prints and writes the table of
 docs/realism.md.
 
-Usage: python experiments/realism_loto.py --work DIR [--templates DIR] [--epochs 100] [--arms calibrated,published]
+Usage: python experiments/realism_loto.py --work DIR [--templates DIR] [--epochs 100]
+       [--arms calibrated,published,calibrated+augment]
+
+An arm ending in "+augment" trains with flips, gains and random monotone intensity curves
+(train.augment, train.intensity_curves), as `kerasmyelin pretrain` does; it reuses the arm's
+cohorts and caches.
 
 Resumable: a step whose output exists is skipped (delete DIR/<step> to redo it). About 6 minutes
 per model on 2 cores (synth 40 s, prepare 30 s, train 3 min, the pipeline on a template 20 s).
@@ -38,8 +43,9 @@ def _run(argv: list[str], log: Path) -> None:
     print(f"  {' '.join(argv[:2])} ... {time.monotonic() - started:.0f} s", flush=True)
 
 
-def _model(work: Path, tag: str, curves: str, epochs: int, log: Path) -> Path:
-    cohort, cache, run = work / f"cohort_{tag}", work / f"cache_{tag}", work / f"run_{tag}"
+def _model(work: Path, tag: str, curves: str, epochs: int, log: Path, augment: bool = False) -> Path:
+    cohort, cache = work / f"cohort_{tag}", work / f"cache_{tag}"
+    run = work / (f"run_{tag}" + ("_augmented" if augment else ""))
     km = "kerasmyelin"
     if not (cohort / "participants.tsv").exists():
         _run([km, "synth", "--out", str(cohort), "--varied", "--tissue-curves", curves, "--jobs", "2", "--quiet",
@@ -49,7 +55,8 @@ def _model(work: Path, tag: str, curves: str, epochs: int, log: Path) -> Path:
               "--out", str(cache), "--intensity-reference", "brain_core", "--jobs", "2", "--quiet", "--overwrite"], log)
     if not (run / "full").exists():
         _run([km, "train", "--config", str(ROOT / "experiments" / "paper_simple.yaml"), "--data", str(cache),
-              "--out", str(run), "--fold", "full", "--set", f"train.epochs={epochs}", "--quiet"], log)
+              "--out", str(run), "--fold", "full", "--set", f"train.epochs={epochs}", "--quiet"]
+             + (["--set", "train.augment=true", "--set", "train.intensity_curves=true"] if augment else []), log)
     return run
 
 
@@ -88,29 +95,31 @@ def main() -> None:
     work, templates = Path(args.work), Path(args.templates)
     work.mkdir(parents=True, exist_ok=True)
     log = work / "log.txt"
-    results = {}
+    saved = work / "results.json"
+    results = json.loads(saved.read_text()) if saved.exists() else {}  # earlier invocations' arms
     for arm in args.arms.split(","):
         estimates = {}
         for m in MONTHS:
-            done = work / f"estimate_{arm}_{m}.json"
+            done = work / f"estimate_{arm.replace('+', '_')}_{m}.json"
             if done.exists():
                 estimates[m] = json.loads(done.read_text())["estimate_months"]
                 continue
             print(f"{arm}, template {m} months held out", flush=True)
-            if arm == "published":
-                run = _model(work, "published", "published", args.epochs, log)
+            augment = arm.endswith("+augment")
+            if arm.startswith("published"):
+                run = _model(work, "published", "published", args.epochs, log, augment)
             else:
                 curves = work / f"curves_without_{m}.json"
                 if not curves.exists():
                     others = ",".join(str(x) for x in MONTHS if x != m)
                     _run(["kerasmyelin", "calibrate-synth", "--templates", str(templates), "--out", str(curves),
                           "--months", others], log)
-                run = _model(work, f"without_{m}", str(curves), args.epochs, log)
+                run = _model(work, f"without_{m}", str(curves), args.epochs, log, augment)
             estimates[m] = _estimate(run, templates, m)
             done.write_text(json.dumps({"estimate_months": estimates[m], "run": str(run)}) + "\n")
             print(f"  template {m} months estimated {estimates[m]:.2f}", flush=True)
         results[arm] = _summary(estimates)
-    (work / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    saved.write_text(json.dumps(results, indent=1) + "\n")
     print("| tissue curves | " + " | ".join(f"{m} mo" for m in MONTHS) + " | Spearman r | MAE | slope |")
     print("|---|" + "---|" * (len(MONTHS) + 3))
     for arm, r in results.items():
