@@ -22,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from kerasmyelin.io.nifti import load_volume
-    from kerasmyelin.validation.template_levels import TEMPLATE_AGES, template_file
+    from kerasmyelin.validation.template_levels import TEMPLATE_MONTHS, template_file
     from kerasmyelin.wholebrain import volumes
     from kerasmyelin.wholebrain.volumes import check_same_head, make_pair
 
@@ -47,7 +47,7 @@ def main() -> None:
             diff = str(exc)
         print(f"{pid}: own T2w {same}   {other}'s T2w {diff}")
     if Path(args.templates).is_dir():
-        for m in TEMPLATE_AGES:
+        for m in TEMPLATE_MONTHS:
             print(f"template {m} months, own pair:", measures(template_file(args.templates, m, "T1w"),
                                                              template_file(args.templates, m, "T2w")))
         for a, b in ((0, 24), (12, 9)):

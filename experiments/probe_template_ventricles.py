@@ -26,9 +26,9 @@ def main() -> None:
     import numpy as np
     from scipy import ndimage
 
-    from kerasmyelin.validation.mni_priors import load_mni_priors
+    from kerasmyelin.atlas.priors import load_mni_priors
     from kerasmyelin.validation.template_levels import (
-        TEMPLATE_AGES,
+        TEMPLATE_MONTHS,
         load_template,
         reading_z,
     )
@@ -43,7 +43,7 @@ def main() -> None:
     ventricles = np.isin(labels, np.argsort(sizes)[::-1][:2] + 1)
     mni_centroid = (np.argwhere(ventricles) * np.diag(aff)[:3] + aff[:3, 3]).mean(axis=0)
     print(f"MNI ventricle centroid (mm): {np.round(mni_centroid, 1)}")
-    for months in TEMPLATE_AGES:
+    for months in TEMPLATE_MONTHS:
         t1, a1 = load_template(args.templates, months, "T1w")
         t2, _ = load_template(args.templates, months, "T2w")
         fit = find_levels(t1, a1)

@@ -29,15 +29,15 @@ def main() -> None:
     from scipy import stats
 
     from kerasmyelin.validation.template_levels import (
-        TEMPLATE_AGES,
+        TEMPLATE_MONTHS,
         pipeline_on_templates,
         template_file,
     )
 
     rows = pipeline_on_templates(args.model, args.templates, args.out, progress=False)
     est = np.array([r["estimate_months"] for r in rows])
-    ages = np.array(TEMPLATE_AGES, dtype=float)
-    print("estimates (months): " + ", ".join(f"{m} mo {e:.1f}" for m, e in zip(TEMPLATE_AGES, est)))
+    ages = np.array(TEMPLATE_MONTHS, dtype=float)
+    print("estimates (months): " + ", ".join(f"{m} mo {e:.1f}" for m, e in zip(TEMPLATE_MONTHS, est)))
     print(f"Spearman r {stats.spearmanr(ages, est).statistic:+.2f}   MAE {np.abs(est - ages).mean():.2f} months")
     print("warnings per template: " + ", ".join(str(len(r["warnings"])) for r in rows))
     if not args.cohort:
@@ -52,7 +52,7 @@ def main() -> None:
     def core(scan, name):
         return float(np.median(scan.images[name][40:88, 40:88]))
 
-    for m in TEMPLATE_AGES:
+    for m in TEMPLATE_MONTHS:
         twin = min(infants, key=lambda r: abs(float(r["age_months"]) - m))["participant_id"]
         tpl = prepare_scan(template_file(args.templates, m, "T1w"), template_file(args.templates, m, "T2w"), prep=prep)
         syn = prepare_scan(cohort / twin / "anat" / f"{twin}_T1w.nii.gz", cohort / twin / "anat" / f"{twin}_T2w.nii.gz",

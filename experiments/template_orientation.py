@@ -24,13 +24,13 @@ def main() -> None:
     from kerasmyelin.io.nifti import load_volume
     from kerasmyelin.validation.template_levels import (
         ANNOTATED_Z_MM,
-        TEMPLATE_AGES,
+        TEMPLATE_MONTHS,
         reading_z,
         template_file,
     )
     from kerasmyelin.wholebrain.level_finder import find_levels
 
-    for months in TEMPLATE_AGES:
+    for months in TEMPLATE_MONTHS:
         fit = find_levels(*to_canonical(*load_volume(template_file(args.templates, months, "T1w"))))
         first, second = reading_z(args.templates, months, "first"), reading_z(args.templates, months, "second")
         shift = first["b"] - ANNOTATED_Z_MM[months]["b"]

@@ -171,7 +171,7 @@ def test_finder_on_the_real_templates_against_the_readings():
     """The skull-stripped, cerebrum-only templates, headers corrected (docs/wholebrain.md): the
     finder is within one slice (5 mm) of the second reading at every level b-e, measured at most
     4.2 mm; the outline overlap is 0.945-0.954 (0.87-0.89 with the headers as stored)."""
-    from kerasmyelin.validation.template_levels import TEMPLATE_AGES, finder_errors, reading_z
+    from kerasmyelin.validation.template_levels import TEMPLATE_MONTHS, finder_errors, reading_z
     from tests.conftest import TEMPLATES, require_shared
 
     folder = require_shared(TEMPLATES)
@@ -181,7 +181,7 @@ def test_finder_on_the_real_templates_against_the_readings():
         for key in "bcde":
             assert abs(by_level[key]) <= 5.0, (months, key, by_level[key])
         assert by_level["dice"] > 0.93, (months, by_level["dice"])
-    for months in TEMPLATE_AGES:  # the two readings, made independently, agree to 7.5 mm
+    for months in TEMPLATE_MONTHS:  # the two readings, made independently, agree to 7.5 mm
         first, second = reading_z(folder, months, "first"), reading_z(folder, months, "second")
         assert all(abs(first[k] - second[k]) <= 7.5 for k in "bcde"), (months, first, second)
 

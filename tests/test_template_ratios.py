@@ -1,5 +1,5 @@
 """WM/GM ratios measured without segmentation (kerasmyelin.validation.template_ratios), and the
-MNI priors (mni_priors) and alignment to MNI (mni_alignment) it rests on.
+MNI priors (atlas.priors) and alignment to MNI (atlas.alignment) it rests on.
 
 The phantom tests need nothing but nilearn's bundled MNI152 priors. The template tests need the
 real infant templates next to the repository (../shared/data/infant_templates) and skip,
@@ -17,8 +17,8 @@ import pytest
 
 from kerasmyelin.errors import InputError
 from kerasmyelin.levels import LEVEL_KEYS, LEVELS
-from kerasmyelin.validation import mni_alignment as ma
-from kerasmyelin.validation import mni_priors as mp
+from kerasmyelin.atlas import alignment as ma
+from kerasmyelin.atlas import priors as mp
 from kerasmyelin.validation import template_ratios as tr
 
 TEMPLATES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "infant_templates"

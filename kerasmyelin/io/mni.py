@@ -1,7 +1,7 @@
 """The ICBM 2009a symmetric MNI152 template and tissue maps bundled in the nilearn wheel.
 
 One loader for both users: the synthetic anatomy (``synth.anatomy``) and the template
-instrument (``validation.mni_priors``). Nothing is downloaded.
+instrument and the level finder (``atlas.priors``). Nothing is downloaded.
 """
 
 from __future__ import annotations

@@ -58,9 +58,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasmyelin.errors import InputError
+from kerasmyelin.io.infant_templates import (
+    HEADER_CORRECTION,
+    TEMPLATE_MONTHS,
+    template_file,
+)
 
-TEMPLATE_AGES = (0, 6, 9, 12, 24)
 # The first reading: months -> level -> the world z label of the chosen slice (its corner column;
 # reading_z gives its centre's z); None: the level is not in the template.
 ANNOTATED_Z_MM: dict[int, dict[str, float | None]] = {
@@ -80,15 +83,6 @@ SECOND_READING_Z_MM: dict[int, dict[str, float | None]] = {
 }
 READINGS = {"first": ANNOTATED_Z_MM, "second": SECOND_READING_Z_MM}
 ANNOTATION_UNCERTAINTY_MM = 2.5
-# World -> corrected world: 180 degrees about the vertical axis (the headers' +y is posterior).
-HEADER_CORRECTION = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def template_file(folder: str | Path, months: int, contrast: str) -> Path:
-    path = Path(folder) / f"Template-Month{months}-{contrast}.nii.gz"
-    if not path.is_file():
-        raise InputError("infant template not found", path)
-    return path
 
 
 def load_template(folder: str | Path, months: int, contrast: str) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +194,7 @@ def finder_errors(folder: str | Path, contrast: str = "T1w", reading: str = "sec
     from kerasmyelin.wholebrain.level_finder import find_levels
 
     out = {}
-    for months in TEMPLATE_AGES:
+    for months in TEMPLATE_MONTHS:
         fit = find_levels(*load_template(folder, months, contrast))
         out[months] = {k: None if z is None else round(fit.z_mm[k] - z, 1)
                        for k, z in reading_z(folder, months, reading).items()}
@@ -227,7 +221,7 @@ def pipeline_on_templates(model: str | Path, folder: str | Path, out: str | Path
 
     estimator = TrainedEstimator.from_path(model)
     rows = []
-    for months in TEMPLATE_AGES:
+    for months in TEMPLATE_MONTHS:
         with tempfile.TemporaryDirectory() as tmp:
             scan = prepare_scan(*corrected_template_files(folder, months, tmp), prep=estimator.prep_config)
         result, attribution = estimate_subject(estimator, scan, subject=f"template-{months}mo", age_months=float(months))

@@ -3,16 +3,16 @@
 This module checks a synthetic cohort against real infant templates: it measures, in any
 skull-stripped brain volume, how bright white matter (WM) is relative to grey matter (GM) at
 each of the five levels of :mod:`kerasmyelin.levels`, using only the MNI152 tissue priors that
-ship with nilearn (:mod:`kerasmyelin.validation.mni_priors`).
+ship with nilearn (:mod:`kerasmyelin.atlas.priors`).
 
 Method
 ------
 1. **Brain mask.** Voxels > 0 (the volume is skull-stripped), cleaned up
-   (:func:`~kerasmyelin.validation.mni_alignment.brain_mask_from_image`).
+   (:func:`~kerasmyelin.atlas.alignment.brain_mask_from_image`).
 2. **Alignment to MNI.** A diagonal affine, subject world mm -> MNI mm (one scale per world
    axis and a translation; no rotation): moments, then a search maximising the Dice overlap
    of the brain mask with the MNI cerebrum (the templates are cerebrum-only).
-   :mod:`kerasmyelin.validation.mni_alignment` describes it and the measurements behind it.
+   :mod:`kerasmyelin.atlas.alignment` describes it and the measurements behind it.
 3. **Tissue masks** (per level, only on the slab that is needed: the MNI priors are sampled
    trilinearly at the slab's voxels through the affine).
    WM = ``p_wm > 0.9``, eroded by 2 voxels in plane, deeper than 6 mm below the brain surface.
@@ -53,25 +53,25 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from kerasmyelin.errors import InputError
-from kerasmyelin.levels import CONTRASTS, LEVELS
-from kerasmyelin.validation.mni_alignment import (
+from kerasmyelin.atlas.alignment import (
     _bbox,
     align_to_mni,
     brain_mask_from_image,
     mni_z_to_axial_index,
 )
-from kerasmyelin.validation.mni_priors import load_mni_priors
-
-TEMPLATE_MONTHS: tuple[int, ...] = (0, 6, 9, 12, 24)
-"""Ages (months) of the infant templates, ``Template-Month{m}-{contrast}.nii.gz``."""
-
+from kerasmyelin.atlas.priors import load_mni_priors
+from kerasmyelin.errors import InputError
+from kerasmyelin.io.infant_templates import (  # noqa: F401 (read here)
+    TEMPLATE_MONTHS,
+    corrected_image,
+    find_templates,
+)
+from kerasmyelin.levels import LEVELS
 
 SLAB_THICKNESS_MM: float = 5.0
 """Thickness of the axial slab measured at each level, in subject mm."""
@@ -160,9 +160,9 @@ def level_masks(
     Args:
         img: a skull-stripped 3D brain image (any orientation; reoriented to RAS internally).
         brain_mask: optional bool array in ``img``'s voxel grid; default
-            :func:`~kerasmyelin.validation.mni_alignment.brain_mask_from_image` of the data.
+            :func:`~kerasmyelin.atlas.alignment.brain_mask_from_image` of the data.
         subject_to_mni: optional 4x4 subject world mm -> MNI mm; default
-            :func:`~kerasmyelin.validation.mni_alignment.align_to_mni`.
+            :func:`~kerasmyelin.atlas.alignment.align_to_mni`.
 
     Returns:
         ``{level_key: LevelMasks}`` for the keys of :data:`kerasmyelin.levels.LEVELS`, arrays
@@ -278,35 +278,6 @@ def wm_gm_ratios(
 # --------------------------------------------------------------------------------------------
 
 
-def find_templates(root: str | os.PathLike) -> dict[tuple[int, str], Path]:
-    """The infant template files in ``root``.
-
-    Args:
-        root: folder holding ``Template-Month{0,6,9,12,24}-{T1w,T2w}.nii.gz``.
-
-    Returns:
-        ``{(month, contrast): path}`` for all 10 templates.
-
-    Raises:
-        InputError: naming the folder when it is missing or lacks any of the files.
-    """
-    folder = Path(root)
-    if not folder.is_dir():
-        raise InputError("infant template folder not found", folder)
-    found: dict[tuple[int, str], Path] = {}
-    missing: list[str] = []
-    for month in TEMPLATE_MONTHS:
-        for contrast in CONTRASTS:
-            path = folder / f"Template-Month{month}-{contrast}.nii.gz"
-            if path.is_file():
-                found[(month, contrast)] = path
-            else:
-                missing.append(path.name)
-    if missing:
-        raise InputError(f"missing infant template files: {', '.join(missing)}", folder)
-    return found
-
-
 def template_ratio_table(root: str | os.PathLike) -> dict[tuple[int, str], dict[str, float]]:
     """WM/GM ratios of every infant template at every level.
 
@@ -321,18 +292,3 @@ def template_ratio_table(root: str | os.PathLike) -> dict[tuple[int, str], dict[
         InputError: when files are missing.
     """
     return {key: wm_gm_ratios(corrected_image(path)) for key, path in find_templates(root).items()}
-
-
-def corrected_image(path: str | os.PathLike) -> nib.Nifti1Image:
-    """A template read with its header corrected (front and back the right way round,
-    ``template_levels.HEADER_CORRECTION``). Read as stored, the MNI priors land mirrored front to
-    back: at levels b and c the white-matter mask then falls on the thalami and basal ganglia
-    and the ratios come out near 1 at every age (T2w 24 months, level c: 0.83 as stored, 0.59
-    corrected; docs/realism.md)."""
-    from kerasmyelin.io.nifti import load_volume
-    from kerasmyelin.validation.template_levels import HEADER_CORRECTION
-
-    data, affine = load_volume(path)  # a corrupt or truncated template is an InputError naming it
-    img = nib.Nifti1Image(data, HEADER_CORRECTION @ affine)
-    img.set_filename(str(path))
-    return img

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kerasmyelin.atlas.alignment import coordinate_search
 from kerasmyelin.errors import InputError
-from kerasmyelin.levels import LEVEL_KEYS, LEVELS
+from kerasmyelin.levels import LEVELS
 from kerasmyelin.synth.simulate import rotation_matrix
-from kerasmyelin.validation.mni_alignment import coordinate_search
 
 REFERENCES = ("head", "cerebrum")
 SWEEPS = 10  # coordinate-search sweeps per stage at most
@@ -138,7 +138,7 @@ def reference_mask(kind: str) -> tuple[np.ndarray, np.ndarray]:
             total = sum(anat.fractions[t] for t in anat.fractions)
             mask, affine = total > 0.5, anat.affine
         else:
-            from kerasmyelin.validation.mni_priors import load_mni_priors
+            from kerasmyelin.atlas.priors import load_mni_priors
 
             priors = load_mni_priors()
             mask, affine = priors.cerebrum, priors.affine

@@ -21,7 +21,7 @@ separable table look-up; ~0.4 s).
 Two deviations from plain moment matching, both measured:
 
 * *The MNI reference mask is the cerebrum only*
-  (:func:`~kerasmyelin.validation.mni_priors.mni_cerebrum_mask`: the MNI brain minus the
+  (:func:`~kerasmyelin.atlas.priors.mni_cerebrum_mask`: the MNI brain minus the
   cerebellum below a tentorium surface fitted by eye on the ICBM 2009a T1 and the brainstem
   below z = -20 mm). The UNC infant templates are cerebrum-only (cerebellum and brainstem
   below the midbrain cut away). Against the whole MNI brain their z scale comes out 8-14 %
@@ -47,7 +47,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from kerasmyelin.errors import InputError
-from kerasmyelin.validation.mni_priors import _largest_component, load_mni_priors
+from kerasmyelin.atlas.priors import _largest_component, load_mni_priors
 
 
 def _bbox(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...]:

@@ -2,11 +2,11 @@
 
 :mod:`kerasmyelin.validation.template_ratios` marks white and grey matter in a brain without
 segmenting it, from adult MNI152 grey- and white-matter priors, and
-:mod:`kerasmyelin.validation.mni_alignment` aligns the brain to MNI against a reference brain
+:mod:`kerasmyelin.atlas.alignment` aligns the brain to MNI against a reference brain
 mask. Both come from the ICBM 2009a symmetric files that ship with nilearn (nothing to
 download), loaded once per process by :func:`load_mni_priors`. The reference is the cerebrum
 only (:func:`mni_cerebrum_mask`) because the infant templates are cut below the midbrain;
-:mod:`kerasmyelin.validation.mni_alignment` gives the measurements behind that choice.
+:mod:`kerasmyelin.atlas.alignment` gives the measurements behind that choice.
 
 Units: world coordinates in mm (MNI, RAS); priors are probabilities in [0, 1].
 """
