@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _months(text: str | None) -> tuple[int, ...]:
     from kerasmyelin.errors import ConfigError
-    from kerasmyelin.validation.template_ratios import TEMPLATE_MONTHS
+    from kerasmyelin.io.infant_templates import TEMPLATE_MONTHS
 
     if text is None:
         return tuple(TEMPLATE_MONTHS)

@@ -237,7 +237,7 @@ def compare_with_templates(root: str | os.PathLike, protocol: str = RULE_PROTOCO
     from kerasmyelin.synth.curves import curves_for
     from kerasmyelin.synth.relaxation import PUBLISHED
     from kerasmyelin.validation import calibration as cal
-    from kerasmyelin.validation.template_ratios import TEMPLATE_MONTHS
+    from kerasmyelin.io.infant_templates import TEMPLATE_MONTHS
 
     say = progress or (lambda text: None)
     shipped = curves_for(curves)
@@ -278,7 +278,7 @@ def figure(root: str | os.PathLike, out_png: str | os.PathLike, levels: tuple[st
     from kerasmyelin.io.atomic import write_bytes_atomic
     from kerasmyelin.synth.simulate import simulate_subject
     from kerasmyelin.validation.synthetic_ratios import typical_infant
-    from kerasmyelin.validation.template_ratios import TEMPLATE_MONTHS, corrected_image, find_templates
+    from kerasmyelin.io.infant_templates import TEMPLATE_MONTHS, corrected_image, find_templates
 
     files = find_templates(root)
     months = tuple(TEMPLATE_MONTHS)
