@@ -9,10 +9,12 @@ import pytest
 from kerasmyelin.errors import OutputError
 from kerasmyelin.evaluation.subject_report import (
     DISCLAIMER,
+    GRADE_COLOURS,
     GRADES,
     TITLE,
     render_subject_report,
 )
+from kerasmyelin.inference.normative import AHEAD, NOT_GRADED, WITHIN
 from kerasmyelin.levels import INPUT_NAMES, LEVELS
 
 SIZE = 32
@@ -129,8 +131,50 @@ def test_inconsistent_results_are_refused(tmp_path, changes, message):
     assert not list(tmp_path.iterdir())
 
 
-def test_grades_are_the_three_levels():
-    assert GRADES == ("within norms", "possible delay", "marked delay")
+def test_grades_are_the_normative_models_five():
+    assert GRADES == ("within norms", "ahead of norms", "possible delay", "marked delay",
+                      "not graded: check the input")
+    assert set(GRADE_COLOURS) == set(GRADES) and len(set(GRADE_COLOURS.values())) == len(GRADES)
+
+
+def not_graded(**changes) -> dict:
+    """Issue 19's infant: 1 month old, estimated at 30.0 months."""
+    return result(**{"estimate_months": 30.0, "interval_months": [26.1, 33.9], "age_months": 1.0, "gap_months": 29.0,
+                     "corrected_gap_months": 28.1, "grade": NOT_GRADED, "grade_reason": "estimate_outside_trained_ages",
+                     "grade_reason_text": "the estimate (30.0 months) lies outside the ages this run was trained on "
+                                          "(-1.7 to 24.0 months)", **changes})
+
+
+def pixels(png, colour: str) -> int:
+    """How many pixels of the PNG are exactly ``colour`` ("#rrggbb")."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
+    return int(np.all(rgb == [int(colour[i:i + 2], 16) for i in (1, 3, 5)], axis=1).sum())
+
+
+@pytest.mark.parametrize("grade", [WITHIN, AHEAD, NOT_GRADED])
+def test_a_withheld_grade_is_a_grey_box_with_its_reason_never_green(tmp_path, grade):
+    images, _, normative = inputs()  # no heat: the slices are grey, so any colour is the page's own
+    r = not_graded() if grade == NOT_GRADED else result(grade=grade, corrected_gap_months=4.0)
+    png, pdf = render_subject_report(r, images, None, normative, tmp_path / "r.png", tmp_path / "r.pdf")
+    text = "\n".join(pdf_text(pdf.read_bytes()))
+    green, own = pixels(png, GRADE_COLOURS[WITHIN]), pixels(png, GRADE_COLOURS[grade])
+    assert own > 500  # the box (and the infant's point) in the grade's colour
+    if grade == NOT_GRADED:
+        assert green == 0
+        assert "NOT GRADED: check the input" in text and "WITHIN NORMS" not in text
+        assert "Why: the estimate (30.0 months) lies outside" in text
+    else:
+        assert grade.upper() in text and "NOT GRADED" not in text and "Why:" not in text
+        assert (green > 500) == (grade == WITHIN)
+
+
+def test_a_withheld_grade_needs_its_reason(tmp_path):
+    images, heat, normative = inputs()
+    with pytest.raises(ValueError, match="without its reason"):
+        render_subject_report(not_graded(grade_reason=None, grade_reason_text=None), images, heat, normative,
+                              tmp_path / "r.png", tmp_path / "r.pdf")
 
 
 def test_an_unwritable_path_is_an_output_error(tmp_path):

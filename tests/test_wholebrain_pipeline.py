@@ -14,10 +14,30 @@ pytest.importorskip("keras")
 from kerasmyelin.cli.main import main
 from kerasmyelin.data.prepare import PrepConfig
 from kerasmyelin.errors import InputError
+from kerasmyelin.evaluation.subject_report import GRADE_COLOURS
+from kerasmyelin.inference.normative import (
+    AGE_OUTSIDE,
+    BEYOND_BOUND,
+    ESTIMATE_OUTSIDE,
+    GRADES,
+    NOT_GRADED,
+    WITHIN,
+    fit_normative,
+)
 from kerasmyelin.io.output_dir import output_kind
 from kerasmyelin.levels import INPUT_NAMES
-from kerasmyelin.wholebrain.pipeline import TrainedEstimator, prepare_scan
+from kerasmyelin.wholebrain.batch import NO_GRADE, _row, grade_counts, grade_summary
+from kerasmyelin.wholebrain.manifest import Job
+from kerasmyelin.wholebrain.pipeline import (
+    PreparedScan,
+    TrainedEstimator,
+    estimate_subject,
+    prepare_scan,
+    write_subject_files,
+)
 from tests.conftest import SMOKE_YAML, learnable_tenslice
+from tests.test_normative import simulated
+from tests.test_subject_report import pdf_text, pixels
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +66,8 @@ def test_one_infant_gets_estimate_interval_grade_and_report(smoke_run, tiny_coho
     lo, hi = result["interval_months"]
     assert lo < result["estimate_months"] < hi and result["interval_level"] == 0.9
     assert 0.0 < result["norms"]["coverage"] <= 1.0 and result["norms"]["n"] == 44  # measured, not assumed
-    assert result["grade"] in ("within norms", "possible delay", "marked delay")
+    assert result["grade"] in GRADES
+    assert (result["grade"] == NOT_GRADED) == bool(result["grade_reason"]) == bool(result["grade_reason_text"])
     assert result["gap_months"] == pytest.approx(result["estimate_months"] - 6, abs=2e-3)
     assert set(result["levels"]) == set("abcde") and set(result["months_by_input"]) == set(INPUT_NAMES)
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -55,7 +76,10 @@ def test_one_infant_gets_estimate_interval_grade_and_report(smoke_run, tiny_coho
     slices = np.load(out / "slices.npz")
     estimator = TrainedEstimator.from_path(smoke_run)
     assert estimator.predict({n: slices[n] for n in INPUT_NAMES}) == pytest.approx(result["estimate_months"], abs=2e-3)
-    assert "infant-A: estimated myelination age" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "infant-A: estimated myelination age" in printed
+    assert (f"NOT GRADED: check the input ({result['grade_reason_text']})" in printed
+            if result["grade"] == NOT_GRADED else f"months: {result['grade']}" in printed)
 
 
 def test_earlier_results_are_kept_and_a_failed_report_leaves_no_half_folder(smoke_run, tiny_cohort, tmp_path,
@@ -105,8 +129,11 @@ def test_bids_batch_reports_a_broken_infant_and_finishes_the_others(smoke_run, t
     for pid in ("sub-001", "sub-003", "sub-004"):
         assert rows[pid]["status"] == "ok" and float(rows[pid]["estimate_months"]) == pytest.approx(
             json.loads((out / pid / "result.json").read_text())["estimate_months"], abs=1e-3)
-        assert rows[pid]["grade"]  # ages come from participants.tsv
-    assert "sub-002: skipped" in capsys.readouterr().out
+        assert rows[pid]["grade"] in GRADES  # ages come from participants.tsv
+        assert bool(rows[pid]["grade_reason"]) == (rows[pid]["grade"] == NOT_GRADED)
+    printed = capsys.readouterr().out
+    assert "sub-002: skipped" in printed
+    assert "grades: " + ", ".join(f"{n} {g}" for g, n in grade_counts(list(rows.values())).items() if n) in printed
     # The batch folder is marked as ours; a second batch into it needs --overwrite, and then
     # holds only the new batch's infants.
     assert output_kind(out) == "predict"
@@ -141,6 +168,62 @@ def test_csv_batch_names_bad_rows(smoke_run, tiny_cohort, tmp_path):
     assert "sub-404_T2w" not in got["missing"]["error"]
     assert "same head" in got["other-head"]["error"]
     assert "names the output folder" in got["line-6"]["error"] and not (tmp_path / "escape").exists()
+
+
+def _fake_estimator_and_scan():
+    """Norms from 400 simulated typical infants (-1.7 to 24 months), blank 32x32 slices: what
+    estimate_subject and write_subject_files read, without a network (the estimate is given)."""
+    from types import SimpleNamespace
+
+    age, est, folds = simulated()
+    estimator = SimpleNamespace(image_size=32, normative=fit_normative(age, est, folds), normative_report={},
+                                training_prep={}, version="fake (sha256 000000000000)")
+    blank = np.zeros((32, 32), np.float32)
+    scan = PreparedScan(images=dict.fromkeys(INPUT_NAMES, blank), levels={}, fit=None,
+                        qc={"warnings": [], "level_finder": {"dice": 0.9}})
+    return estimator, scan
+
+
+# (corrected age, estimate as a function of the norms, expected reason); None: graded
+WITHHELD = {
+    "issue 19's infant: 1 month, estimated at 30.0": (1.0, lambda norm: 30.0, ESTIMATE_OUTSIDE),
+    "a typical 1-month-old": (1.0, lambda norm: float(norm.expected(1.0)), None),
+    "older than every trained infant": (25.0, lambda norm: 23.0, AGE_OUTSIDE),
+    "6 SD ahead, inside the trained ages": (6.0, lambda norm: float(norm.expected(6.0) + 6 * norm.gap_sd(6.0)),
+                                            BEYOND_BOUND),
+}
+
+
+@pytest.mark.parametrize("case", WITHHELD)
+def test_issue_19_result_and_report_withhold_the_grade_for_inputs_unlike_the_training_infants(tmp_path, case):
+    """A 1-month-old estimated at 30.0 months was "within norms" in a green box, beside warnings."""
+    age, estimate, reason = WITHHELD[case]
+    estimator, scan = _fake_estimator_and_scan()
+    result, _ = estimate_subject(estimator, scan, subject="infant-1", age_months=age, saliency=None,
+                                 estimate=estimate(estimator.normative))
+    write_subject_files(tmp_path, result, scan, None, estimator, report=True)
+    saved = json.loads((tmp_path / "result.json").read_text())
+    text = "\n".join(pdf_text((tmp_path / "report.pdf").read_bytes()))
+    green = pixels(tmp_path / "report.png", GRADE_COLOURS[WITHIN])
+    row = _row(Job("infant-1", None, None, age), saved, None)  # its predictions.csv row
+    if reason is None:
+        assert saved["grade"] == row["grade"] == WITHIN and saved["grade_reason"] is None and green > 500
+        assert not saved["qc"]["warnings"] and "NOT GRADED" not in text and row["grade_reason"] == ""
+        return
+    assert saved["grade"] == row["grade"] == NOT_GRADED and saved["grade_reason"] == row["grade_reason"] == reason
+    assert saved["grade_reason_text"] and "NOT GRADED: check the input" in text and green == 0
+    assert any("not graded" in w or "outside the ages" in w for w in saved["qc"]["warnings"])
+
+
+def test_batch_summary_counts_every_grade():
+    rows = [{"status": "ok", "grade": WITHIN}, {"status": "ok", "grade": NOT_GRADED},
+            {"status": "ok", "grade": NOT_GRADED}, {"status": "ok", "grade": "ahead of norms"},
+            {"status": "ok", "grade": ""}, {"status": "failed", "grade": ""}]
+    counts = grade_counts(rows)
+    assert list(counts)[:5] == list(GRADES) and counts[NOT_GRADED] == 2 and counts["ahead of norms"] == 1
+    assert counts["marked delay"] == 0 and counts[NO_GRADE] == 1 and sum(counts.values()) == 5
+    assert grade_summary(rows) == ("grades: 1 within norms, 1 ahead of norms, 2 not graded: check the input (why: "
+                                   "the grade_reason column), 1 no grade (no corrected age or no norms)")
 
 
 def test_a_level_outside_the_field_of_view_is_named(tiny_cohort, tmp_path):

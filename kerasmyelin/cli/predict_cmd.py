@@ -84,6 +84,7 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
         PreparingPool,
         batch_folder,
         batch_settings,
+        grade_summary,
         run_batch,
     )
     from kerasmyelin.wholebrain.manifest import (
@@ -131,6 +132,8 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
                              saliency=saliency if args.reports else None, skull_stripped=skull, workers=pool)
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"{len(rows) - len(failed)} of {len(rows)} infants estimated; wrote {folder.path / PREDICTIONS_CSV}")
+    if rows:
+        print(grade_summary(rows))
     if failed:
         print(f"{len(failed)} failed (see the error column): {', '.join(r['subject'] for r in failed[:10])}")
     return 1 if failed else 0
@@ -147,6 +150,7 @@ def _load_estimator(args: argparse.Namespace):
 
 
 def _one_infant(args: argparse.Namespace, skull: bool | None, folder) -> int:
+    from kerasmyelin.inference.normative import NOT_GRADED
     from kerasmyelin.wholebrain.pipeline import (
         estimate_subject,
         prepare_scan,
@@ -163,7 +167,10 @@ def _one_infant(args: argparse.Namespace, skull: bool | None, folder) -> int:
     line = f"{args.subject}: estimated myelination age {result['estimate_months']:.1f} months"
     if interval:
         line += f" ({result['interval_level']:.0%} interval {interval[0]:.1f} to {interval[1]:.1f})"
-    if result["grade"]:
+    if result["grade"] == NOT_GRADED:
+        line += (f"; corrected gap {result['corrected_gap_months']:+.1f} months; NOT GRADED: check the input "
+                 f"({result['grade_reason_text']})")
+    elif result["grade"]:
         line += f"; corrected gap {result['corrected_gap_months']:+.1f} months: {result['grade']}"
     print(line)
     for w in result["qc"]["warnings"]:

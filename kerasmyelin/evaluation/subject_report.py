@@ -15,13 +15,23 @@ from pathlib import Path
 import numpy as np
 
 from kerasmyelin.errors import OutputError
+from kerasmyelin.inference.normative import (
+    AHEAD,
+    GRADES,
+    MARKED,
+    NOT_GRADED,
+    POSSIBLE,
+    WITHIN,
+)
 from kerasmyelin.io.atomic import write_bytes_atomic
 from kerasmyelin.levels import CONTRASTS, INPUT_NAMES, LEVELS, input_name
 
 TITLE = "kerasmyelin — myelination age estimate"
 DISCLAIMER = "Research use only. Not a medical device. Not for diagnosis."
-GRADE_COLOURS = {"within norms": "#2e7d32", "possible delay": "#ef6c00", "marked delay": "#c62828"}
-GRADES: tuple[str, ...] = tuple(GRADE_COLOURS)
+# Green only for within norms; a withheld grade is grey, so it never reads as reassurance.
+GRADE_COLOURS = {WITHIN: "#2e7d32", AHEAD: "#0d47a1", POSSIBLE: "#ef6c00", MARKED: "#c62828",
+                 NOT_GRADED: "#757575"}
+NOT_GRADED_LABEL = "NOT GRADED: check the input"
 HEAT_FLOOR = 0.1  # heat below this is not drawn, so the anatomy stays readable
 PAGE_INCHES = (8.27, 11.69)  # A4 portrait
 PNG_DPI = 120
@@ -41,6 +51,8 @@ def _check(result: dict, images: dict, heat: dict, normative: dict) -> None:
         raise ValueError(f"unknown grade {grade!r}; expected one of {GRADES} or None")
     if grade is not None and result.get("age_months") is None:
         raise ValueError(f"grade {grade!r} given without a corrected age (result['age_months'] is None)")
+    if grade == NOT_GRADED and not (result.get("grade_reason_text") or result.get("grade_reason")):
+        raise ValueError(f"grade {grade!r} given without its reason (result['grade_reason_text'])")
     if result["interval_months"] is not None:
         lo, hi = result["interval_months"]
         if not lo <= result["estimate_months"] <= hi:
@@ -133,7 +145,7 @@ def _chart(fig, result: dict, normative: dict) -> None:
                         label="typical infants")
         ax.plot(grid, normative["expected"], color="#1565c0", lw=1.2, label="expected")
         if normative.get("lo_marked") is not None:
-            ax.plot(grid, normative["lo_marked"], color=GRADE_COLOURS["marked delay"], lw=1, ls="--",
+            ax.plot(grid, normative["lo_marked"], color=GRADE_COLOURS[MARKED], lw=1, ls="--",
                     label="marked-delay threshold")
     else:  # the identity line only: without norms there is no band of typical infants to draw
         from kerasmyelin.inference.normative import CHART_RANGE_MONTHS
@@ -162,7 +174,7 @@ def _chart(fig, result: dict, normative: dict) -> None:
     ax.set_ylabel("estimated myelination age (months)", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
+    ax.legend(fontsize=7, loc="best", framealpha=0.9)  # "best": out-of-range infants sit top left
 
 
 def _summary(fig, result: dict) -> None:
@@ -190,12 +202,19 @@ def _summary(fig, result: dict) -> None:
         why = "no corrected age given" if result.get("age_months") is None else "the model has no norms"
         fig.text(x, y, f"Not graded: {why}", fontsize=10, va="top", color="0.4")
     else:
-        fig.text(x, y, grade.upper(), fontsize=13, va="top", weight="bold", color="white",
+        fig.text(x, y, NOT_GRADED_LABEL if grade == NOT_GRADED else grade.upper(), va="top",
+                 fontsize=12 if grade == NOT_GRADED else 13, weight="bold", color="white",  # 12: fits the page
                  bbox={"boxstyle": "round,pad=0.35", "facecolor": GRADE_COLOURS[grade], "edgecolor": "none"})
+        if grade == NOT_GRADED:  # which bound was crossed, under the box
+            why = result.get("grade_reason_text") or result["grade_reason"]
+            lines = textwrap.wrap(f"Why: {why}.", 44)
+            y -= 0.042
+            fig.text(x, y, "\n".join(lines), fontsize=9, va="top", color="0.2")
+            y -= 0.0135 * (len(lines) - 1)
     y -= 0.04
     rule = result.get("grade_rule")
     if rule:
-        fig.text(x, y, "\n".join(textwrap.wrap(f"Rule: {rule}", 48)), fontsize=7.5, va="top", color="0.25")
+        fig.text(x, y, "\n".join(textwrap.wrap(f"Rule: {rule}", 52)), fontsize=7, va="top", color="0.25")
 
 
 def _figure(result: dict, images: dict, heat: dict, normative: dict):
@@ -229,8 +248,11 @@ def render_subject_report(result: dict, images: dict[str, np.ndarray], heat: dic
             "age_months" (float or None): corrected age, months; None when not given.
             "gap_months" (float or None): estimate - corrected age, months.
             "corrected_gap_months" (float or None): the gap after the caller's correction.
-            "grade" (str or None): "within norms", "possible delay" or "marked delay"; None (and
-                only None) when no corrected age was given.
+            "grade" (str or None): one of ``inference.normative.GRADES`` ("within norms", "ahead
+                of norms", "possible delay", "marked delay", "not graded: check the input"); None
+                when no corrected age was given or the model has no norms.
+            "grade_reason_text" (str): why the grade was withheld, shown under a grey box; needed
+                (or "grade_reason") when the grade is "not graded: check the input".
             "grade_rule" (str, optional): the grading rule in a sentence.
             "levels" (dict, optional): level key "a".."e" -> {"T1w": slice index, "T2w": slice
                 index, "confidence": float or None}.
@@ -246,7 +268,8 @@ def render_subject_report(result: dict, images: dict[str, np.ndarray], heat: dic
             least 0.1); None or {} for no overlay.
         normative: the chart, or None for a model without norms (no band is drawn):
             "age_months" (G,) grid of corrected ages; "expected" (G,) expected
-            estimate at that age; "lo", "hi" (G,) the band of typical infants' estimates;
+            estimate at that age; "lo", "hi" (G,) the band of typical infants' estimates (the
+            within-norms region);
             "lo_marked" (G,), optional, the marked-delay threshold.
         png_path: where the PNG goes.
         pdf_path: where the one-page PDF goes.

@@ -49,29 +49,51 @@ for the interval. Both corrections remove the correlation with age on the data t
 on by construction, so it is checked only cross-fitted (fit on the other folds, apply to the
 held-out fold).
 
-**Delay grade (corrected age known).** The corrected gap is compared with the spread of the
+**Grade (corrected age known).** The corrected gap is compared with the spread of the
 corrected gaps of typical infants at that age: z = corrected gap / sd(age), with sd(age) a
 straight-line scale of |corrected gap| against age (as above) rescaled so that the typical
 infants' z have a root-mean-square of 1. In words, for a neuroradiologist:
 
-- **possible delay**: the estimated myelination age is lower, for this corrected age, than
-  all but 5 % of the typical infants' (z at or below their empirical 5th percentile);
-- **marked delay**: lower than all but 1 % (z at or below their empirical 1st percentile);
-- **within norms**: otherwise, including infants *ahead* of norms (the tool flags delay only;
-  z says how far ahead).
+- **not graded: check the input** (``NOT_GRADED``), whatever z says, when the infant's
+  corrected age or the estimate lies outside the ages the run was trained on (its typical
+  infants' corrected ages, ``age_min`` to ``age_max``), or when |z| > ``GRADE_BOUND_Z`` = 4.
+  Such a result says the scan is unlike the training infants (another contrast, a wrong
+  corrected age, a failed skull-strip), not where this infant stands among them: grading it
+  "within norms" beside a warning is what issue 19 found (a 1-month-old estimated at 30.0
+  months, 16.4 SD from typical infants, was "within norms"). Why 4: Gaussian gaps put 0.006 %
+  of typical infants beyond it (1 in 16,000). The gaps are right-skewed, so the share was
+  measured: cross-fitted (4 folds) on 60 simulated cohorts of 119 typical infants, 0.03 % of
+  held-out infants exceeded it with Gaussian gaps, and 0.4 % and 0.8 % with log-normal gaps of
+  skewness 0.9 and 1.7 (the main job's runs: 1.6-1.9), all of them ahead of the norms; none fell
+  below -4. The inputs it is for sat at 9-16 SD (ten real infants, issue 19). The age rule costs
+  more in the same simulations: ~3 % of held-out typical infants got estimates above the oldest
+  trained age (noise sd 2.9 months at 24 months there; the real runs' estimates flatten below
+  24, so fewer), and ~2 % were older or younger than every infant of the other folds, a
+  cross-fitting artefact that a model fitted on all of them does not meet.
+  ``cross_validate_normative`` measures both on a run ("not_graded_*").
+- **marked delay**: the estimated myelination age is lower, for this corrected age, than
+  all but 1 % of the typical infants' (z at or below their empirical 1st percentile);
+- **possible delay**: lower than all but 5 % (z at or below their empirical 5th percentile);
+- **ahead of norms**: higher than all but 5 % (z at or above their empirical 95th percentile,
+  the mirror of possible delay, and so computed the same way);
+- **within norms**: otherwise.
 
 ``NormativeModel.grade_rule()`` gives the months at 0, 12 and 24 months for a fitted run. The
 thresholds are the typical infants' own z quantiles, not Gaussian ones: their corrected gaps
 are right-skewed (a few young infants over-estimated by months), and the Gaussian -1.645 /
 -2.326 flagged only 1-3 % of them. With ~119 typical infants the 1st percentile rests on one or
-two infants, so the marked-delay cut-off is approximate. How often held-out typical infants are
-flagged is reported by ``cross_validate_normative`` (ideally 5 % and 1 %). The thresholds can be
-set by hand (``possible_z``, ``marked_z``). ``gap()``'s "percentile" is the Gaussian
-100 * Phi(z), a rough guide only.
+two infants, so the marked-delay cut-off is approximate. Where a quantile is unusable (not on
+its side of zero, not ordered, or beyond the bound) the Gaussian value is used (-1.645, -2.326,
++1.645), and so is +1.645 for ``ahead_z`` in models saved before it existed (format version
+1). How often held-out typical infants get each grade is reported by
+``cross_validate_normative`` (ideally 5 % delay, 1 % marked, 5 % ahead, and few not graded: see above). The
+thresholds can be set by hand (``possible_z``, ``marked_z``, ``ahead_z``). ``gap()``'s
+"percentile" is the Gaussian 100 * Phi(z), a rough guide only.
 
 **Chart.** For corrected ages -2 to 25 months in 0.25-month steps: the expected estimate
-(age + a + b * age), the band of typical infants (expected + possible_z sd(age) to
-expected - possible_z sd(age)) and the marked-delay line (expected + marked_z sd(age)).
+(age + a + b * age), the band of typical infants, which is the within-norms region
+(expected + possible_z sd(age) to expected + ahead_z sd(age)), and the marked-delay line
+(expected + marked_z sd(age)).
 """
 
 from __future__ import annotations
@@ -92,14 +114,24 @@ from kerasmyelin.evaluation.metrics import DEFAULT_AGE_BINS
 DEFAULT_LEVEL = 0.90
 POSSIBLE_DELAY_QUANTILE = 0.05  # share of typical infants graded "possible delay" or worse
 MARKED_DELAY_QUANTILE = 0.01  # ... and "marked delay"
+AHEAD_QUANTILE = 0.95  # share of typical infants below "ahead of norms"
 POSSIBLE_DELAY_Z = -1.645  # fallbacks and hand-built models: the standard normal's 5th percentile
 MARKED_DELAY_Z = -2.326  # ... and 1st
+AHEAD_Z = 1.645  # ... and 95th; also what models saved before ahead_z existed use
+GRADE_BOUND_Z = 4.0  # |z| beyond this is not graded: beyond essentially every typical infant (docstring)
 MIN_INFANTS = 20
 FLOOR_FRACTION = 0.25  # scale floor: this share of the mean absolute deviation
 MIN_FLOOR_MONTHS = 0.01
 CHART_RANGE_MONTHS = (-2.0, 25.0, 0.25)  # first, last, step
-FORMAT_VERSION = 1
-WITHIN, POSSIBLE, MARKED = "within norms", "possible delay", "marked delay"
+FORMAT_VERSION = 2  # 2 added ahead_z; version-1 files still load, with AHEAD_Z
+WITHIN, AHEAD, POSSIBLE, MARKED = "within norms", "ahead of norms", "possible delay", "marked delay"
+NOT_GRADED = "not graded: check the input"
+GRADES: tuple[str, ...] = (WITHIN, AHEAD, POSSIBLE, MARKED, NOT_GRADED)
+# Why a grade was withheld, for machines (result.json "grade_reason", predictions.csv); checked in this order.
+AGE_OUTSIDE = "age_outside_trained_ages"
+ESTIMATE_OUTSIDE = "estimate_outside_trained_ages"
+BEYOND_BOUND = "z_beyond_bound"
+REASONS: tuple[str, ...] = (AGE_OUTSIDE, ESTIMATE_OUTSIDE, BEYOND_BOUND)
 
 
 @dataclass(frozen=True)
@@ -187,7 +219,9 @@ class NormativeModel:
         bias_intercept, bias_slope: a (months) and b (per month) of gap = a + b * age (Theil-Sen).
         gap_sd: sd(age) of the typical infants' corrected gaps (months).
         age_min, age_max: the typical infants' corrected ages (months).
-        possible_z, marked_z: grade thresholds on z (possible: z <= possible_z; marked: z <= marked_z).
+        possible_z, marked_z, ahead_z: grade thresholds on z (possible: z <= possible_z; marked:
+            z <= marked_z; ahead: z >= ahead_z), with -GRADE_BOUND_Z < marked_z < possible_z < 0 <
+            ahead_z < GRADE_BOUND_Z.
     """
 
     n: int
@@ -201,6 +235,7 @@ class NormativeModel:
     age_max: float
     possible_z: float = POSSIBLE_DELAY_Z
     marked_z: float = MARKED_DELAY_Z
+    ahead_z: float = AHEAD_Z
 
     def __post_init__(self):
         if self.n < 1 or len(self.scores) != self.n:
@@ -210,7 +245,7 @@ class NormativeModel:
             raise ValueError("conformal scores must be finite, >= 0 and sorted")
         _check_level(self.level)
         conformal_quantile(s, self.level)
-        _check_thresholds(self.possible_z, self.marked_z)
+        _check_thresholds(self.possible_z, self.marked_z, self.ahead_z)
         if not all(math.isfinite(v) for v in (self.bias_intercept, self.bias_slope, self.age_min, self.age_max)):
             raise ValueError("bias and age range must be finite")
         if not self.age_min <= self.age_max:
@@ -243,7 +278,7 @@ class NormativeModel:
         return a + self.bias_intercept + self.bias_slope * a
 
     def gap(self, estimate, age_months) -> dict:
-        """The brain-age gap and the delay grade.
+        """The brain-age gap and the grade.
 
         Args:
             estimate: a number or (N,) estimates in months.
@@ -251,9 +286,11 @@ class NormativeModel:
 
         Returns:
             {"gap_months": estimate - age, "corrected_gap_months": estimate - expected(age),
-             "z": corrected gap / sd(age), "grade": "within norms" / "possible delay" /
-             "marked delay", "percentile": 100 * Phi(z) (Gaussian; share of typical infants with
-             a lower estimate), "extrapolated": age outside the typical infants' ages}.
+             "z": corrected gap / sd(age), "grade": one of ``GRADES``, "reason": why the grade was
+             withheld (one of ``REASONS``, the first that applies; None, or "" in arrays, when
+             graded), "reason_text": the same in words, naming the bound crossed (None / ""),
+             "percentile": 100 * Phi(z) (Gaussian; share of typical infants with a lower
+             estimate), "extrapolated": age outside the typical infants' ages}.
             Floats and str for numbers in, arrays for arrays in.
         """
         e = _months(estimate, "estimate")
@@ -263,21 +300,41 @@ class NormativeModel:
         gap = e - a
         corrected = e - self.expected(a)
         z = corrected / self.gap_sd(a)
-        grade = np.where(z <= self.marked_z, MARKED, np.where(z <= self.possible_z, POSSIBLE, WITHIN))
-        out = {"gap_months": gap, "corrected_gap_months": corrected, "z": z, "grade": grade,
-               "percentile": 100.0 * stats.norm.cdf(z),
-               "extrapolated": (a < self.age_min) | (a > self.age_max)}
+        extrapolated = (a < self.age_min) | (a > self.age_max)
+        reason = np.select([extrapolated, (e < self.age_min) | (e > self.age_max), np.abs(z) > GRADE_BOUND_Z],
+                           list(REASONS), "")
+        graded = np.select([z <= self.marked_z, z <= self.possible_z, z >= self.ahead_z], [MARKED, POSSIBLE, AHEAD],
+                           WITHIN)
+        grade = np.where(reason != "", NOT_GRADED, graded)
+        text = np.array([self._reason_text(r, *v) for r, *v in np.broadcast(reason, e, a, z)], dtype=object)
+        out = {"gap_months": gap, "corrected_gap_months": corrected, "z": z, "grade": grade, "reason": reason,
+               "reason_text": text.reshape(reason.shape), "percentile": 100.0 * stats.norm.cdf(z),
+               "extrapolated": extrapolated}
         if np.ndim(estimate) == 0 and np.ndim(age_months) == 0:
-            out = {k: (str(v) if k == "grade" else bool(v) if k == "extrapolated" else float(v))
+            out = {k: (str(v) if k == "grade" else (str(v) or None) if k in ("reason", "reason_text")
+                       else bool(v) if k == "extrapolated" else float(v))
                    for k, v in out.items()}
         return out
+
+    def _reason_text(self, reason: str, estimate: float, age: float, z: float) -> str:
+        """One withheld grade's reason in words, with the numbers and the bound it crossed."""
+        ages = f"the ages this run was trained on ({self.age_min:.1f} to {self.age_max:.1f} months)"
+        if reason == AGE_OUTSIDE:
+            return f"the corrected age ({age:.1f} months) lies outside {ages}"
+        if reason == ESTIMATE_OUTSIDE:
+            return f"the estimate ({estimate:.1f} months) lies outside {ages}"
+        if reason == BEYOND_BOUND:
+            return (f"the corrected gap is z = {z:+.1f} SD from typical infants, beyond the bound of "
+                    f"{GRADE_BOUND_Z:g} SD")
+        return ""
 
     def chart(self, ages=None) -> dict:
         """The normative chart: (M,) arrays over corrected ages (default -2 to 25 months, 0.25 steps).
 
         Returns:
-            {"age_months", "expected" (typical estimate), "lo", "hi" (band of typical infants:
-             expected +/- |possible_z| sd), "lo_marked" (expected + marked_z sd), "extrapolated"
+            {"age_months", "expected" (typical estimate), "lo", "hi" (band of typical infants, the
+             within-norms region: expected + possible_z sd to expected + ahead_z sd), "lo_marked"
+             (expected + marked_z sd), "extrapolated"
              (outside the typical infants' ages: the line is extended and sd held constant)}.
         """
         if ages is None:
@@ -287,7 +344,7 @@ class NormativeModel:
         expected = self.expected(a)
         sd = self.gap_sd(a)
         return {"age_months": a, "expected": expected,
-                "lo": expected + self.possible_z * sd, "hi": expected - self.possible_z * sd,
+                "lo": expected + self.possible_z * sd, "hi": expected + self.ahead_z * sd,
                 "lo_marked": expected + self.marked_z * sd,
                 "extrapolated": (a < self.age_min) | (a > self.age_max)}
 
@@ -299,12 +356,14 @@ class NormativeModel:
         def months(z):
             return "/".join(f"{-z * s:.1f}" for s in sd)
 
-        return (f"possible delay: estimate at least {months(self.possible_z)} months (at corrected age "
-                f"0/12/24 months) below what typical infants of that corrected age get (z <= "
-                f"{self.possible_z:.2f}); marked delay: at least {months(self.marked_z)} months below "
-                f"(z <= {self.marked_z:.2f}); otherwise, ahead of norms included, within norms. Thresholds: "
-                f"the 5th and 1st percentiles of {self.n} typical infants' corrected gaps (out-of-fold "
-                f"estimates) unless set by hand")
+        return (f"not graded (check the input) if the corrected age or the estimate is outside this run's trained "
+                f"ages ({self.age_min:.1f} to {self.age_max:.1f} months) or |z| > {GRADE_BOUND_Z:g}. Otherwise: "
+                f"possible delay if the estimate is at least {months(self.possible_z)} months (at corrected age "
+                f"0/12/24 months) below what typical infants of that age get (z <= {self.possible_z:.2f}); "
+                f"marked delay at least {months(self.marked_z)} months below (z <= {self.marked_z:.2f}); ahead of "
+                f"norms at least {months(-self.ahead_z)} months above (z >= {self.ahead_z:.2f}); else within "
+                f"norms. Thresholds: the 5th and 1st percentiles (delay) and the 95th (ahead) of {self.n} typical "
+                f"infants' out-of-fold z, unless set by hand or unusable (then Gaussian)")
 
     # -- storage -----------------------------------------------------------------------------
 
@@ -316,7 +375,7 @@ class NormativeModel:
 
     @classmethod
     def from_dict(cls, data, source: str | os.PathLike | None = None) -> NormativeModel:
-        """The model ``to_dict`` wrote, checked.
+        """The model ``to_dict`` wrote, checked; files of format version 1 (before ``ahead_z``) load too.
 
         Args:
             source: the file it came from, named in errors.
@@ -325,11 +384,16 @@ class NormativeModel:
             InputError: an unknown or missing key, a wrong type, or an impossible value.
         """
         where = "normative model"
-        _keys(data, {"version", *_FIELDS}, where, source)
-        if data["version"] != FORMAT_VERSION:
-            raise InputError(f"{where}: version {data['version']!r} is not {FORMAT_VERSION}", source)
-        values = {}
-        for name in _FIELDS:
+        if not isinstance(data, dict) or "version" not in data:
+            _keys(data, {"version", *_FIELDS}, where, source)  # names what is wrong
+        version = data["version"]
+        if isinstance(version, bool) or version not in _FIELDS_BY_VERSION:
+            raise InputError(f"{where}: version {version!r} is not one of {', '.join(map(str, _FIELDS_BY_VERSION))}",
+                             source)
+        fields = _FIELDS_BY_VERSION[version]
+        _keys(data, {"version", *fields}, where, source)
+        values = {}  # fields a version lacks take the dataclass defaults (ahead_z: AHEAD_Z)
+        for name in fields:
             value = data[name]
             if name in ("estimate_scale", "gap_sd"):
                 _keys(value, set(_SCALE_FIELDS), f"{where}.{name}", source)
@@ -356,11 +420,14 @@ class NormativeModel:
 
 
 _FIELDS = tuple(NormativeModel.__dataclass_fields__)
+# What each format version holds; older versions load with the defaults of the fields they lack.
+_FIELDS_BY_VERSION = {1: tuple(f for f in _FIELDS if f != "ahead_z"), FORMAT_VERSION: _FIELDS}
 _SCALE_FIELDS = tuple(SmoothScale.__dataclass_fields__)
 
 
 def fit_normative(true_months, estimated_months, folds=None, level: float = DEFAULT_LEVEL, *,
-                  possible_z: float | None = None, marked_z: float | None = None) -> NormativeModel:
+                  possible_z: float | None = None, marked_z: float | None = None,
+                  ahead_z: float | None = None) -> NormativeModel:
     """Fit the interval, the gap correction and the normative spread on typical infants.
 
     Args:
@@ -375,6 +442,9 @@ def fit_normative(true_months, estimated_months, folds=None, level: float = DEFA
             1.6-1.9 on the main job's runs), so the Gaussian -1.645 / -2.326 flagged only 1-3% of
             typical infants instead of 5% / 1%. If an empirical percentile is not below zero (or
             they are not ordered), the Gaussian value is used.
+        ahead_z: z >= ahead_z is "ahead of norms", 0 < ahead_z < ``GRADE_BOUND_Z``. None
+            (default): the empirical 95th percentile, the mirror of possible delay's 5th (the
+            Gaussian +1.645 where it is not between 0 and the bound).
 
     Raises:
         InputError: non-finite or mismatched inputs, or fewer than ``MIN_INFANTS`` infants.
@@ -383,7 +453,7 @@ def fit_normative(true_months, estimated_months, folds=None, level: float = DEFA
     y, e, folds = _check_inputs(true_months, estimated_months, folds)
     _check_level(level)
     if possible_z is not None and marked_z is not None:
-        _check_thresholds(possible_z, marked_z)
+        _check_thresholds(possible_z, marked_z, AHEAD_Z if ahead_z is None else ahead_z)
     if y.size < MIN_INFANTS:
         raise InputError(f"a normative fit needs at least {MIN_INFANTS} typical infants, got {y.size}")
     r = e - y
@@ -402,17 +472,20 @@ def fit_normative(true_months, estimated_months, folds=None, level: float = DEFA
     z = corrected / (spread(y) * max(factor, 1e-6))
     if possible_z is None:
         possible_z = float(np.quantile(z, POSSIBLE_DELAY_QUANTILE))
-        possible_z = possible_z if possible_z < 0 else POSSIBLE_DELAY_Z
+        possible_z = possible_z if -GRADE_BOUND_Z < possible_z < 0 else POSSIBLE_DELAY_Z
     if marked_z is None:
         marked_z = float(np.quantile(z, MARKED_DELAY_QUANTILE))
-        marked_z = marked_z if marked_z < possible_z else min(MARKED_DELAY_Z, possible_z - 0.1)
-    _check_thresholds(possible_z, marked_z)
+        marked_z = marked_z if -GRADE_BOUND_Z < marked_z < possible_z else min(MARKED_DELAY_Z, possible_z - 0.1)
+    if ahead_z is None:
+        ahead_z = float(np.quantile(z, AHEAD_QUANTILE))
+        ahead_z = ahead_z if 0 < ahead_z < GRADE_BOUND_Z else AHEAD_Z
+    _check_thresholds(possible_z, marked_z, ahead_z)
     try:
         return NormativeModel(n=int(y.size), level=float(level), estimate_scale=scale,
                               scores=tuple(float(v) for v in np.sort(scores)), bias_intercept=float(a),
                               bias_slope=float(b), gap_sd=spread.times(max(factor, 1e-6)),
                               age_min=float(y.min()), age_max=float(y.max()),
-                              possible_z=float(possible_z), marked_z=float(marked_z))
+                              possible_z=float(possible_z), marked_z=float(marked_z), ahead_z=float(ahead_z))
     except ValueError as exc:
         raise InputError(f"cannot fit a normative model: {exc}") from None
 
@@ -430,8 +503,11 @@ def cross_validate_normative(true_months, estimated_months, folds, level: float 
         {"n", "folds", "level", "coverage", "mean_width_months", "bands": [{"from", "to", "n",
          "coverage", "mean_width_months"}], "raw_gap_spearman_r", "raw_gap_spearman_p",
          "corrected_gap_spearman_r", "corrected_gap_spearman_p" (gaps against corrected age),
-         "flagged_possible_or_marked", "flagged_marked" (share of held-out typical infants graded
-         so; ideally 1 - Phi(|z|): 0.05 and 0.01)}.
+         "flagged_possible_or_marked", "flagged_marked", "flagged_ahead" (share of held-out typical
+         infants graded so; ideally 0.05, 0.01 and 0.05), "not_graded" (share not graded: check
+         the input; few, see the module docstring), split into "not_graded_outside_ages" (corrected age or estimate
+         outside the ages of the other folds' infants) and "not_graded_beyond_bound" (|z| beyond
+         ``GRADE_BOUND_Z``)}.
     """
     y, e, folds = _check_inputs(true_months, estimated_months, folds)
     if folds is None:
@@ -441,6 +517,7 @@ def cross_validate_normative(true_months, estimated_months, folds, level: float 
     lo, hi = np.empty_like(y), np.empty_like(y)
     corrected = np.empty_like(y)
     grade = np.empty(y.shape, dtype=object)
+    reason = np.empty(y.shape, dtype=object)
     for k in labels:
         test = folds == k
         inner = folds[~test] if labels.size > 2 else None
@@ -451,7 +528,7 @@ def cross_validate_normative(true_months, estimated_months, folds, level: float 
         lo[test], hi[test] = model.interval(e[test])
         g = model.gap(e[test], y[test])
         # Each fold is graded with the thresholds fitted without it, as a new infant would be.
-        corrected[test], grade[test] = g["corrected_gap_months"], g["grade"]
+        corrected[test], grade[test], reason[test] = g["corrected_gap_months"], g["grade"], g["reason"]
     covered = (y >= lo) & (y <= hi)
     width = hi - lo
     edges = np.asarray(bins, dtype=np.float64)
@@ -469,8 +546,11 @@ def cross_validate_normative(true_months, estimated_months, folds, level: float 
             "coverage": float(covered.mean()), "mean_width_months": float(width.mean()), "bands": bands,
             "raw_gap_spearman_r": float(raw.statistic), "raw_gap_spearman_p": float(raw.pvalue),
             "corrected_gap_spearman_r": float(fixed.statistic), "corrected_gap_spearman_p": float(fixed.pvalue),
-            "flagged_possible_or_marked": float(np.mean(grade != WITHIN)),
-            "flagged_marked": float(np.mean(grade == MARKED))}
+            "flagged_possible_or_marked": float(np.mean((grade == POSSIBLE) | (grade == MARKED))),
+            "flagged_marked": float(np.mean(grade == MARKED)), "flagged_ahead": float(np.mean(grade == AHEAD)),
+            "not_graded": float(np.mean(grade == NOT_GRADED)),
+            "not_graded_outside_ages": float(np.mean((reason == AGE_OUTSIDE) | (reason == ESTIMATE_OUTSIDE))),
+            "not_graded_beyond_bound": float(np.mean(reason == BEYOND_BOUND))}
 
 
 def normative_from_run(run: str | os.PathLike, level: float = DEFAULT_LEVEL) -> tuple[NormativeModel, dict]:
@@ -561,9 +641,13 @@ def _check_level(level) -> None:
         raise ValueError(f"level must be a number strictly between 0 and 1 (0.9 for 90 %), got {level!r}")
 
 
-def _check_thresholds(possible_z, marked_z) -> None:
-    if not (math.isfinite(possible_z) and math.isfinite(marked_z) and marked_z < possible_z < 0):
-        raise ValueError(f"thresholds must satisfy marked_z < possible_z < 0, got {marked_z} and {possible_z}")
+def _check_thresholds(possible_z, marked_z, ahead_z) -> None:
+    # Inside the bound: a threshold beyond it would name a grade that is never given.
+    bound = GRADE_BOUND_Z
+    if not (all(math.isfinite(v) for v in (possible_z, marked_z, ahead_z))
+            and -bound < marked_z < possible_z < 0 < ahead_z < bound):
+        raise ValueError(f"thresholds must satisfy -{bound:g} < marked_z < possible_z < 0 < ahead_z < {bound:g}, got "
+                         f"{marked_z}, {possible_z} and {ahead_z}")
 
 
 def _months(values, what: str) -> np.ndarray:

@@ -229,6 +229,7 @@ def pipeline_on_templates(model: str | Path, folder: str | Path, out: str | Path
         rows.append({"months": months, "estimate_months": result["estimate_months"],
                      "interval_months": result["interval_months"], "gap_months": result["gap_months"],
                      "corrected_gap_months": result["corrected_gap_months"], "grade": result["grade"],
+                     "grade_reason": result["grade_reason"],
                      "dice": scan.fit.dice, "warnings": result["qc"]["warnings"]})
         if progress:
             print(f"{months:>2} months: estimated {result['estimate_months']:6.2f}  grade {result['grade']}  "

@@ -38,7 +38,7 @@ DESCRIPTION = "dataset_description.json"
 CHUNK = 8  # infants estimated in one forward pass
 AHEAD = 2 * CHUNK  # infants submitted to the preparing processes ahead of the estimates
 COLUMNS = ("subject", "status", "age_months", "estimate_months", "interval_lo", "interval_hi", "gap_months",
-           "corrected_gap_months", "z", "grade", "level_finder_dice", "warnings", "error")
+           "corrected_gap_months", "z", "grade", "grade_reason", "level_finder_dice", "warnings", "error")
 
 
 # What is left of a path once the job's own files are named by role: any absolute path.
@@ -73,9 +73,35 @@ def _row(job: Job, result: dict | None, error: str | None) -> dict:
         row.update(estimate_months=result["estimate_months"], interval_lo=interval[0], interval_hi=interval[1],
                    level_finder_dice=result["qc"]["level_finder"]["dice"],
                    warnings=" | ".join(result["qc"]["warnings"]))
-        for key in ("gap_months", "corrected_gap_months", "z", "grade"):
+        for key in ("gap_months", "corrected_gap_months", "z", "grade", "grade_reason"):
             row[key] = "" if result.get(key) is None else result[key]
     return row
+
+
+NO_GRADE = "no grade (no corrected age or no norms)"
+
+
+def grade_counts(rows: list[dict]) -> dict[str, int]:
+    """Estimated infants per grade: every one of ``GRADES`` in order (zeros kept), then
+    :data:`NO_GRADE` and any grade this version does not know (a resumed older table's)."""
+    from collections import Counter
+
+    from kerasmyelin.inference.normative import GRADES
+
+    tally = Counter(r.get("grade") or NO_GRADE for r in rows if r["status"] == "ok")
+    return {g: tally.pop(g, 0) for g in GRADES} | dict(tally)
+
+
+def grade_summary(rows: list[dict]) -> str:
+    """One line for the terminal: the grades given and how many, e.g. "grades: 3 within norms, 1
+    not graded: check the input (why: the grade_reason column)"."""
+    from kerasmyelin.inference.normative import NOT_GRADED
+
+    counts = {g: n for g, n in grade_counts(rows).items() if n}
+    if not counts:
+        return "grades: none (no infant was estimated)"
+    return "grades: " + ", ".join(f"{n} {g}" + (" (why: the grade_reason column)" if g == NOT_GRADED else "")
+                                  for g, n in counts.items())
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:

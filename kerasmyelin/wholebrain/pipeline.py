@@ -42,8 +42,9 @@ SLICES_FILE = "slices.npz"
 # cores (benchmarks/bench_wholebrain.py); the quadrature error goes to result.json
 # (completeness_error_months).
 IG_STEPS = 16
+# The ages warned about when the model has no norms; with norms, the run's own ages are used, the
+# same ones that withhold the grade (inference.normative).
 TRAINED_RANGE_MONTHS = (-2.0, 24.0)
-EXTREME_Z = 4.0
 
 
 @dataclass
@@ -317,31 +318,43 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
     result = {"created_by": f"kerasmyelin {kerasmyelin.__version__} predict",
               "subject": subject, "estimate_months": round(estimate, 3), "age_months": age_months,
               "interval_months": None, "interval_level": None, "gap_months": None,
-              "corrected_gap_months": None, "z": None, "grade": None, "grade_rule": None,
+              "corrected_gap_months": None, "z": None, "grade": None, "grade_reason": None,
+              "grade_reason_text": None, "grade_rule": None,
               "levels": scan.levels, "qc": scan.qc, "model": estimator.version,
               "kerasmyelin_version": kerasmyelin.__version__}
     norm = estimator.normative
+    beyond_bound = False
     if norm is not None:
         lo, hi = norm.interval(estimate)
         result.update(interval_months=[round(float(lo), 3), round(float(hi), 3)], interval_level=norm.level,
                       grade_rule=norm.grade_rule(), norms=_norms_summary(estimator.normative_report))
         if age_months is not None:
+            from kerasmyelin.inference.normative import GRADE_BOUND_Z
+
             g = norm.gap(estimate, float(age_months))
+            beyond_bound = abs(g["z"]) > GRADE_BOUND_Z
             result.update(gap_months=round(g["gap_months"], 3), corrected_gap_months=round(g["corrected_gap_months"], 3),
-                          z=round(g["z"], 3), grade=g["grade"], extrapolated=g["extrapolated"])
+                          z=round(g["z"], 3), grade=g["grade"], grade_reason=g["reason"],
+                          grade_reason_text=g["reason_text"], extrapolated=g["extrapolated"])
     elif age_months is not None:
         result["gap_months"] = round(estimate - float(age_months), 3)
-    # Out-of-range or extreme estimates usually mean the scan is unlike the training infants.
+    # Out-of-range or extreme estimates usually mean the scan is unlike the training infants; the
+    # normative model withholds the grade for the same reasons (each warning is one of them).
     warnings = list(scan.qc["warnings"])
     if estimator.training_prep is None:
         warnings.append("the model's training cache (and so its preparation settings) was not found: the "
                         "paper's defaults were used; if it was trained with other settings, estimates are off")
-    if not TRAINED_RANGE_MONTHS[0] <= estimate <= TRAINED_RANGE_MONTHS[1]:
+    low, high = (norm.age_min, norm.age_max) if norm is not None else TRAINED_RANGE_MONTHS
+    if not low <= estimate <= high:
         warnings.append(f"the estimate ({estimate:.1f} months) lies outside the ages the model was trained on "
-                        f"({TRAINED_RANGE_MONTHS[0]:g} to {TRAINED_RANGE_MONTHS[1]:g} months): treat it as unreliable")
-    if result.get("z") is not None and abs(result["z"]) > EXTREME_Z:
-        warnings.append(f"the corrected gap is {abs(result['z']):.1f} standard deviations from typical infants: "
-                        "check the input (contrast, skull-stripping, scanner) before reading the grade")
+                        f"({low:.1f} to {high:.1f} months): treat it as unreliable")
+    if result.get("extrapolated"):
+        warnings.append(f"the corrected age ({float(age_months):.1f} months) lies outside the ages the model was "
+                        f"trained on ({low:.1f} to {high:.1f} months): not graded")
+    if beyond_bound:
+        warnings.append(f"the corrected gap is {abs(result['z']):.1f} standard deviations from typical infants "
+                        f"(more than {GRADE_BOUND_Z:g}): not graded; check the input (contrast, skull-stripping, "
+                        "scanner, corrected age)")
     result["qc"] = dict(scan.qc, warnings=warnings)
     if attribution is not None:
         result["months_by_input"] = {k: round(float(v), 3) for k, v in attribution.months.items()}
@@ -354,7 +367,8 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
 def _norms_summary(report: dict) -> dict:
     """How well the run's norms held on its own held-out infants (cross-fitted by fold)."""
     keys = ("n", "coverage", "mean_width_months", "raw_gap_spearman_r", "corrected_gap_spearman_r",
-            "flagged_possible_or_marked", "flagged_marked")
+            "flagged_possible_or_marked", "flagged_marked", "flagged_ahead", "not_graded",
+            "not_graded_outside_ages", "not_graded_beyond_bound")
     return {k: (round(float(report[k]), 4) if isinstance(report.get(k), float) else report.get(k))
             for k in keys if k in report}
 
