@@ -9,11 +9,13 @@ then the template of age m is estimated. A baseline arm does the same with the p
 docs/realism.md.
 
 Usage: python experiments/realism_loto.py --work DIR [--templates DIR] [--epochs 100]
-       [--arms calibrated,published,calibrated+augment]
+       [--arms calibrated,published,calibrated+augment,calibrated+scaffolds]
 
 An arm ending in "+augment" trains with flips, gains and random monotone intensity curves
 (train.augment, train.intensity_curves), as `kerasmyelin pretrain` does; it reuses the arm's
-cohorts and caches.
+cohorts and caches. The "calibrated+scaffolds" arm also builds half the infants on anatomy
+scaffolds segmented from the templates (`synth --template-anatomy`), from the other four only
+(`--template-months`), so template m gives neither a calibration cell nor an anatomy.
 
 Resumable: a step whose output exists is skipped (delete DIR/<step> to redo it). About 6 minutes
 per model on 2 cores (synth 40 s, prepare 30 s, train 3 min, the pipeline on a template 20 s).
@@ -43,13 +45,14 @@ def _run(argv: list[str], log: Path) -> None:
     print(f"  {' '.join(argv[:2])} ... {time.monotonic() - started:.0f} s", flush=True)
 
 
-def _model(work: Path, tag: str, curves: str, epochs: int, log: Path, augment: bool = False) -> Path:
+def _model(work: Path, tag: str, curves: str, epochs: int, log: Path, augment: bool = False,
+           synth_extra: tuple[str, ...] = ()) -> Path:
     cohort, cache = work / f"cohort_{tag}", work / f"cache_{tag}"
     run = work / (f"run_{tag}" + ("_augmented" if augment else ""))
     km = "kerasmyelin"
     if not (cohort / "participants.tsv").exists():
         _run([km, "synth", "--out", str(cohort), "--varied", "--tissue-curves", curves, "--jobs", "2", "--quiet",
-              "--overwrite"], log)
+              "--overwrite", *synth_extra], log)
     if not (cache / "manifest.json").exists():
         _run([km, "prepare", "--bids", str(cohort), "--levels", str(cohort / "derivatives" / "synth_truth" / "truth.tsv"),
               "--out", str(cache), "--intensity-reference", "brain_core", "--jobs", "2", "--quiet", "--overwrite"], log)
@@ -110,11 +113,15 @@ def main() -> None:
                 run = _model(work, "published", "published", args.epochs, log, augment)
             else:
                 curves = work / f"curves_without_{m}.json"
+                others = ",".join(str(x) for x in MONTHS if x != m)
                 if not curves.exists():
-                    others = ",".join(str(x) for x in MONTHS if x != m)
                     _run(["kerasmyelin", "calibrate-synth", "--templates", str(templates), "--out", str(curves),
                           "--months", others], log)
-                run = _model(work, f"without_{m}", str(curves), args.epochs, log, augment)
+                if arm.endswith("+scaffolds"):
+                    run = _model(work, f"without_{m}_scaffolds", str(curves), args.epochs, log,
+                                 synth_extra=("--template-anatomy", str(templates), "--template-months", others))
+                else:
+                    run = _model(work, f"without_{m}", str(curves), args.epochs, log, augment)
             estimates[m] = _estimate(run, templates, m)
             done.write_text(json.dumps({"estimate_months": estimates[m], "run": str(run)}) + "\n")
             print(f"  template {m} months estimated {estimates[m]:.2f}", flush=True)

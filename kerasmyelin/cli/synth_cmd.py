@@ -16,6 +16,9 @@ EXAMPLES = """examples:
   kerasmyelin synth --out varied --varied             # + 3-D research protocols, skull-stripped, smoothed
   kerasmyelin synth --out mixed --research-fraction 0.5 --timing-jitter 0.1
   kerasmyelin synth --out real --varied --tissue-curves calibrated   # tissue fitted to real infants
+  # half the infants built on anatomy segmented from the real infant templates (not 24 months)
+  kerasmyelin synth --out real --varied --tissue-curves calibrated \
+      --template-anatomy ../shared/data/infant_templates --template-months 0,6,9,12
   # a large cohort: 64 TFRecord shards written by the workers, no NIfTI volumes (docs/scale.md)
   kerasmyelin synth --out big --subjects 10000 --shards 64 --slices-only
 """
@@ -26,6 +29,13 @@ def _field_strengths(text: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers in tesla, got {text!r}") from None
+
+
+def _months(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole months, got {text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,6 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how tissue relaxes with age: published (literature; the paper reproduction's, default), "
                         "calibrated (fitted to the real infant templates, for models meant for real scans; "
                         "docs/realism.md) or a JSON file written by `kerasmyelin calibrate-synth`")
+    anat = p.add_argument_group("anatomy (default: the scaled adult MNI152 brain for every infant)")
+    anat.add_argument("--template-anatomy", metavar="DIR",
+                      help="folder of the infant templates (Template-Month{0,6,9,12,24}-{T1w,T2w}.nii.gz); "
+                           "infants are then also built on anatomy scaffolds segmented from them")
+    anat.add_argument("--template-anatomy-fraction", type=float, default=None,
+                      help="share of infants on a template scaffold (default 0.5 with --template-anatomy)")
+    anat.add_argument("--template-months", type=_months, default=None,
+                      help="comma-separated template ages whose scaffolds may be used (default: all five)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--shards", type=int, default=None,
                    help="write the ten-slice set as this many TFRecord shards (streamed by train; each worker "
@@ -65,9 +83,18 @@ def run(args: argparse.Namespace) -> int:
     for name in VARIED:
         if getattr(args, name) is not None:
             variety[name] = getattr(args, name)
+    anatomy = {}
+    if args.template_anatomy:
+        anatomy = {"templates": args.template_anatomy,
+                   "template_anatomy_fraction": 0.5 if args.template_anatomy_fraction is None
+                   else args.template_anatomy_fraction}
+        if args.template_months is not None:
+            anatomy["template_months"] = args.template_months
+    elif args.template_anatomy_fraction is not None or args.template_months is not None:
+        raise ConfigError("--template-anatomy-fraction and --template-months need --template-anatomy DIR")
     try:
         config = CohortConfig(subjects=args.subjects, seed=args.seed, field_strengths=args.field_strengths,
-                              tissue_curves=args.tissue_curves, **variety)
+                              tissue_curves=args.tissue_curves, **variety, **anatomy)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if args.jobs is not None and args.jobs < 1:

@@ -129,9 +129,12 @@ def milestone_fields(coords, depth_mm: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return out[0], out[1]
 
 
-@functools.lru_cache(maxsize=2)
-def build_anatomy(res_mm: float = 1.5) -> Anatomy:
-    """Build (once per process and resolution) the reference anatomy at ``res_mm`` mm."""
+def mni_grid(res_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The MNI152 template on the anatomy grid: (t1, gm, wm, origin), padded for the layers.
+
+    Every anatomy shares this grid (``scaffolds.py`` resamples the infant templates onto it), so
+    the milestone fields, the level landmarks and the slab geometry mean the same in all of them.
+    """
     t1, affine = load_mni("t1")
     gm, _ = load_mni("gm")
     wm, _ = load_mni("wm")
@@ -147,9 +150,30 @@ def build_anatomy(res_mm: float = 1.5) -> Anatomy:
     pads = ((pad, pad), (pad, pad), (pad + int(np.ceil(8 / res_mm)), pad))
     t1, gm, wm = (np.pad(a, pads) for a in (t1, gm, wm))
     origin = affine[:3, 3] - res_mm * np.array([p[0] for p in pads], dtype=np.float64)
+    return t1, gm, wm, origin
 
+
+@functools.lru_cache(maxsize=2)
+def build_anatomy(res_mm: float = 1.5) -> Anatomy:
+    """Build (once per process and resolution) the reference anatomy at ``res_mm`` mm."""
+    t1, gm, wm, origin = mni_grid(res_mm)
     brain_f = np.clip(ndimage.gaussian_filter((t1 > 0.02).astype(np.float32), 0.5), 0, 1)
     brain = ndimage.binary_fill_holes(brain_f > 0.5)
+    return layered_anatomy(wm, gm, brain, origin, res_mm)
+
+
+def layered_anatomy(wm: np.ndarray, gm: np.ndarray, brain: np.ndarray, origin: np.ndarray,
+                    res_mm: float) -> Anatomy:
+    """An :class:`Anatomy` from brain tissue maps on the anatomy grid.
+
+    Args:
+        wm, gm: white- and grey-matter fractions (X, Y, Z), clipped to ``brain``.
+        brain: bool (X, Y, Z), the brain with its ventricles and sulci; what is in it and neither
+            white nor grey matter is CSF.
+        origin: MNI mm of voxel (0, 0, 0); the grid is axis-aligned with spacing ``res_mm``.
+
+    Adds the layers outside the brain (extra-axial CSF, skull, scalp) and the milestone fields.
+    """
     outside_mm = res_mm * ndimage.distance_transform_edt(~brain).astype(np.float32)
     brain_f = brain.astype(np.float32)
     wm = np.clip(np.minimum(wm, brain_f), 0, 1)

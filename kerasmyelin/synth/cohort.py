@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasmyelin.io.ages import WEEKS_PER_MONTH
+from kerasmyelin.io.infant_templates import TEMPLATE_MONTHS, template_file
 from kerasmyelin.synth.growth import LOG_SD, SEX_FACTOR, brain_volume_ml
 from kerasmyelin.synth.relaxation import check_field_strength
 from kerasmyelin.synth.sequences import Scanner, scanner_for
@@ -44,6 +45,17 @@ class CohortConfig:
             literature, the paper reproduction's), "calibrated" (fitted to real infant templates,
             docs/realism.md) or a JSON file from ``kerasmyelin calibrate-synth``. It changes no
             random draw: the same seed gives the same infants with other tissue physics.
+        template_anatomy_fraction: share of infants built on an infant anatomy scaffold
+            segmented from the real infant templates (``synth.scaffolds``) instead of the scaled
+            adult MNI152 brain. 0 in the paper.
+        templates: the infant template folder the scaffolds are segmented from (needed when
+            ``template_anatomy_fraction`` > 0).
+        template_months: the template ages whose scaffolds may be used (leave one out to keep a
+            template unseen). Each such infant gets the scaffold of one of the two ages that
+            bracket its corrected age, the nearer one more often (the chance of the older is how
+            far its age lies from the younger); outside their range, the nearest. Scaffolds are
+            not blended: two group averages a few months apart do not put the ventricles and
+            sulci in the same place, and their mean would show both.
 
     The last four widen the cohort beyond the paper's two protocols (domain randomisation), so
     a model can meet scans like the real 3-D, skull-stripped, averaged infant templates. Their
@@ -66,6 +78,9 @@ class CohortConfig:
     skull_stripped_fraction: float = 0.0
     smoothed_fraction: float = 0.0
     tissue_curves: str = "published"
+    template_anatomy_fraction: float = 0.0
+    templates: str = ""
+    template_months: tuple[int, ...] = TEMPLATE_MONTHS
 
     def __post_init__(self):
         from kerasmyelin.synth.curves import curves_for
@@ -87,6 +102,18 @@ class CohortConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a share between 0 and 1, got {value!r}")
+        if not 0.0 <= self.template_anatomy_fraction <= 1.0:
+            raise ValueError(f"template_anatomy_fraction must be a share between 0 and 1, "
+                             f"got {self.template_anatomy_fraction!r}")
+        unknown = sorted(set(self.template_months) - set(TEMPLATE_MONTHS))
+        if unknown or not self.template_months:
+            raise ValueError(f"template_months must be some of {list(TEMPLATE_MONTHS)}, got {list(self.template_months)}")
+        if self.template_anatomy_fraction > 0:
+            if not self.templates:
+                raise ValueError("template_anatomy_fraction > 0 needs the infant template folder (templates)")
+            for month in self.template_months:  # a missing file is named now, before any work
+                for contrast in ("T1w", "T2w"):
+                    template_file(self.templates, month, contrast)
         if not 0.0 <= self.timing_jitter <= 0.5:
             raise ValueError(f"timing_jitter must be between 0 and 0.5 (a log standard deviation), "
                              f"got {self.timing_jitter!r}")
@@ -127,6 +154,8 @@ class SubjectSpec:
     skull_stripped: bool = False
     smoothing_fwhm_mm: float = 0.0
     tissue_curves: str = "published"  # synth.curves: "published", "calibrated" or a JSON path
+    anatomy: str = "mni"  # "mni" (scaled adult MNI152) or a scaffold, "template-{months}mo"
+    template_root: str = ""  # the infant template folder a scaffold was segmented from
 
     @property
     def scanner(self) -> Scanner:
@@ -199,8 +228,38 @@ def draw_cohort(config: CohortConfig) -> list[SubjectSpec]:
             seed=int(srng.integers(2**31)),
             tissue_curves=config.tissue_curves,
             **(_variety(np.random.default_rng([seeds[i], 1]), config) if config.varied else {}),
+            **(_anatomy(np.random.default_rng([seeds[i], 2]), config, age) if config.template_anatomy_fraction else {}),
         ))
     return cohort
+
+
+def scaffold_for_age(age_months: float, months, u: float) -> int:
+    """The template age whose scaffold an infant of ``age_months`` gets, for a uniform draw ``u``.
+
+    Between two available ages lo < hi the older is chosen when ``u`` < (age - lo) / (hi - lo);
+    below or above them all, the nearest.
+    """
+    months = sorted(int(m) for m in months)
+    if age_months <= months[0]:
+        return months[0]
+    if age_months >= months[-1]:
+        return months[-1]
+    hi = next(m for m in months if m >= age_months)
+    lo = max(m for m in months if m < hi)
+    return hi if u < (age_months - lo) / (hi - lo) else lo
+
+
+def _anatomy(rng: np.random.Generator, config: CohortConfig, age: float) -> dict:
+    """Which anatomy one infant is built on (its own random stream)."""
+    from pathlib import Path
+
+    from kerasmyelin.synth.scaffolds import anatomy_name
+
+    use, u = rng.random(), rng.random()
+    if use >= config.template_anatomy_fraction:
+        return {}
+    return {"anatomy": anatomy_name(scaffold_for_age(age, config.template_months, u)),
+            "template_root": str(Path(config.templates).resolve())}
 
 
 def _variety(rng: np.random.Generator, config: CohortConfig) -> dict:

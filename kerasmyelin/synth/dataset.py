@@ -26,6 +26,7 @@ import functools
 import json
 import multiprocessing
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -165,7 +166,11 @@ def build_cohort(out: str | os.PathLike, config: CohortConfig = CohortConfig(), 
         chunks = [specs[start:stop] for start, stop in split_evenly(len(specs), shards)]
     with OutputFolder(out, "cohort", overwrite=overwrite, what="kerasmyelin synth") as folder:
         tmp = folder.work
-        warm_up(res_mm)  # built once here, inherited by forked workers
+        anatomies = sorted({(s.anatomy, s.template_root) for s in specs})
+        if progress and any(name != "mni" for name, _ in anatomies):
+            print(f"anatomy: {', '.join(name for name, _ in anatomies)} (scaffolds are segmented once, "
+                  f"~30 s each, then read from the cache)", file=sys.stderr, flush=True)
+        warm_up(res_mm, anatomies)  # built once here, inherited by forked workers
         if shards is None:
             tasks = [(_make_subject, (s, str(tmp), prep, res_mm, volumes)) for s in specs]
             results = _run(tasks, len(specs), jobs, progress)
@@ -294,7 +299,8 @@ def _write_tables(root: Path, config: CohortConfig, results: list[dict], volumes
                "myelination_age_months": s.myelination_age_months, "maturation_rate": s.maturation_rate,
                "brain_volume_ml": s.brain_volume_ml, "field_strength": s.field_strength,
                "motion": int(s.motion), "slices": r["nuisance"]["slices"], "protocol": s.protocol,
-               "skull_stripped": int(s.skull_stripped), "smoothing_fwhm_mm": s.smoothing_fwhm_mm}
+               "skull_stripped": int(s.skull_stripped), "smoothing_fwhm_mm": s.smoothing_fwhm_mm,
+               "anatomy": s.anatomy}
         row.update({f"slice_{k}": r["levels"][k] for k in LEVEL_KEYS})
         truth_rows.append(row)
     cols = list(truth_rows[0])
@@ -304,7 +310,10 @@ def _write_tables(root: Path, config: CohortConfig, results: list[dict], volumes
         "GeneratedBy": [{"Name": "kerasmyelin", "Version": __version__}],
         "Description": "slice_a..slice_e: 0-based index (NIfTI voxel axis 2) of the slice through each "
                        "level's landmark; myelination_age_months: the age a typical infant's brain "
-                       "would look like this infant's (the oracle for the age label)."}))
+                       "would look like this infant's (the oracle for the age label); anatomy: what "
+                       "the infant was built on, mni (the scaled adult MNI152 brain) or template-{m}mo "
+                       "(a scaffold segmented from the real infant template of m months, whose folder "
+                       "sub-*_truth.json names)."}))
 
 
 def _manifest(results: list[dict], prep: PrepConfig) -> dict:

@@ -30,10 +30,6 @@ from kerasmyelin.synth.relaxation import (
 from kerasmyelin.synth.sequences import PROTOCOLS, Scanner, Sequence
 from kerasmyelin.synth.tissue_model import TissueModel, tissue_model
 
-# The MNI152 brain-mask volume (mL) the infant volume is scaled against (measured on the
-# template nilearn bundles, CSF included, like the infant brain masks of growth.py).
-MNI_BRAIN_ML = 1886.5
-
 
 @dataclass
 class Scan:
@@ -56,13 +52,24 @@ class Scan:
     truth: dict | None = None
 
 
-def warm_up(res_mm: float = 1.5) -> None:
-    """Load or build the shared tissue model now (before forking workers)."""
-    tissue_model(res_mm)
-    for scanner in PROTOCOLS["clinical"].values():
-        for seq in (scanner.t1w, scanner.t2w):
-            _constant_tissue_signal(res_mm, scanner.field_strength, seq)
-    skull_strip_mask(res_mm)
+def warm_up(res_mm: float = 1.5, anatomies=(("mni", ""),)) -> None:
+    """Load or build the shared tissue models now (before forking workers).
+
+    Args:
+        anatomies: (anatomy name, template folder) pairs the cohort uses (``SubjectSpec.anatomy``,
+            ``SubjectSpec.template_root``).
+    """
+    for name, root in anatomies:
+        tissue_model(res_mm, name, root)
+        for scanner in PROTOCOLS["clinical"].values():
+            for seq in (scanner.t1w, scanner.t2w):
+                _constant_tissue_signal(res_mm, scanner.field_strength, seq, name, root)
+        skull_strip_mask(res_mm, name, root)
+
+
+def subject_tissue_model(spec: SubjectSpec, res_mm: float = 1.5) -> TissueModel:
+    """The tissue model (anatomy) this infant is built on."""
+    return tissue_model(res_mm, spec.anatomy, spec.template_root)
 
 
 def rotation_matrix(pitch_deg: float, roll_deg: float, yaw_deg: float) -> np.ndarray:
@@ -77,9 +84,12 @@ def rotation_matrix(pitch_deg: float, roll_deg: float, yaw_deg: float) -> np.nda
 class _Warp:
     """Subject (scanner) space <-> MNI space: pose, size and a smooth individual deformation."""
 
-    def __init__(self, spec: SubjectSpec, centre_mni: np.ndarray, rng: np.random.Generator):
-        size = (spec.brain_volume_ml / MNI_BRAIN_ML) ** (1 / 3)
-        self.scale = size * np.asarray(spec.scale_anisotropy, dtype=np.float64)
+    def __init__(self, spec: SubjectSpec, centre_mni: np.ndarray, rng: np.random.Generator,
+                 brain_ml: float, proportions=(1.0, 1.0, 1.0)):
+        size = (spec.brain_volume_ml / brain_ml) ** (1 / 3)
+        # The anatomy's own proportions (an infant scaffold's), then the infant's own.
+        self.scale = (size * np.asarray(spec.scale_anisotropy, dtype=np.float64)
+                      * np.asarray(proportions, dtype=np.float64))
         self.rotation = rotation_matrix(*spec.rotation_deg)
         self.translation = np.asarray(spec.translation_mm, dtype=np.float64)
         self.centre = centre_mni
@@ -158,17 +168,18 @@ def _signal_volumes(anat: TissueModel, spec: SubjectSpec, scanner: Scanner, rng)
     out = []
     for seq in (scanner.t1w, scanner.t2w):
         vol = f["gm"] * seq.signal(*gm_params)
-        vol += _constant_tissue_signal(anat.res_mm, fs, seq)
+        vol += _constant_tissue_signal(anat.res_mm, fs, seq, spec.anatomy, spec.template_root)
         vol.ravel()[anat.wm_index] += f_wm * seq.signal(*wm_params)
         out.append(vol)
     return out
 
 
-@functools.lru_cache(maxsize=8)
-def _constant_tissue_signal(res_mm: float, field_strength: float, seq: Sequence) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def _constant_tissue_signal(res_mm: float, field_strength: float, seq: Sequence, anatomy: str = "mni",
+                            templates: str = "") -> np.ndarray:
     """Signal of the tissues that do not mature (CSF, skull, scalp): the same for every infant
-    scanned with the same sequence."""
-    anat = tissue_model(res_mm)
+    of one anatomy scanned with the same sequence."""
+    anat = tissue_model(res_mm, anatomy, templates)
     tissues = CONSTANT_TISSUES[field_strength]
     const = {name: float(seq.signal(*(np.float32(v) for v in tissues[name]))) for name in tissues}
     const["scalp"] = SCALP_FAT_FRACTION * const["fat"] + (1 - SCALP_FAT_FRACTION) * const["muscle"]
@@ -179,11 +190,11 @@ def _constant_tissue_signal(res_mm: float, field_strength: float, seq: Sequence)
     return vol
 
 
-@functools.lru_cache(maxsize=2)
-def skull_strip_mask(res_mm: float = 1.5) -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def skull_strip_mask(res_mm: float = 1.5, anatomy: str = "mni", templates: str = "") -> np.ndarray:
     """What a skull-stripping tool keeps on the anatomy grid: the brain with its ventricles and
     sulcal CSF, without skull, scalp and most of the CSF outside the brain (float32 0/1)."""
-    anat = tissue_model(res_mm)
+    anat = tissue_model(res_mm, anatomy, templates)
     brain = anat.fractions["wm"] + anat.fractions["gm"] > 0.5
     # Closing over ~6 mm takes in the sulci and the ventricles' openings (the atria reach the
     # surface through the choroidal fissure); filling, in 3-D and slice by slice, the ventricles.
@@ -289,15 +300,15 @@ def simulate_subject(spec: SubjectSpec, *, res_mm: float = 1.5, with_truth: bool
     Returns:
         A ``Scan``: int16 volumes of shape (recon, recon, slices) in RAS voxel order.
     """
-    anat = tissue_model(res_mm)
+    anat = subject_tissue_model(spec, res_mm)
     scanner = spec.scanner
     rng = np.random.default_rng(spec.seed)
     bbox = anat.head_bbox_mm
-    warp = _Warp(spec, centre_mni=bbox.mean(axis=0), rng=rng)
+    warp = _Warp(spec, centre_mni=bbox.mean(axis=0), rng=rng, brain_ml=anat.brain_ml, proportions=anat.proportions)
     signals = _signal_volumes(anat, spec, scanner, rng)
     if spec.skull_stripped:
         # Stripped after reconstruction, like a real tool; the mask is resampled with the signal.
-        signals.append(skull_strip_mask(res_mm))
+        signals.append(skull_strip_mask(res_mm, spec.anatomy, spec.template_root))
 
     # Stack planning, as a technologist would: cover the head, field of view to fit.
     corners = np.array(np.meshgrid(*bbox.T, indexing="ij")).reshape(3, -1)

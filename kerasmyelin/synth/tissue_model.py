@@ -15,17 +15,22 @@ import hashlib
 import io
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kerasmyelin import __version__
 from kerasmyelin.io.mni import mni_file
-from kerasmyelin.synth import anatomy, maturation, milestones, relaxation, sequences
+from kerasmyelin.synth import anatomy, maturation, milestones, relaxation, scaffolds, sequences
+from kerasmyelin.synth.scaffolds import MNI_ANATOMY
 
 log = logging.getLogger(__name__)
 _FRACTIONS = anatomy.TISSUES
+
+MNI_BRAIN_ML = 1886.5
+"""The MNI152 brain-mask volume (mL) the infant volume is scaled against (measured on the
+template nilearn bundles, CSF included, like the infant brain masks of growth.py)."""
 
 
 @dataclass
@@ -42,6 +47,12 @@ class TissueModel:
             speeds of its maturation for a set of tissue curves.
         wm_coords: (3, N) MNI mm of those voxels.
         head_bbox_mm: (2, 3) lowest and highest MNI corner of the head.
+        anatomy: "mni" (the scaled adult MNI152 brain) or an infant scaffold's name
+            (``scaffolds.anatomy_name``).
+        brain_ml: the brain's volume on the grid (mL, CSF inside it included), which an infant's
+            brain volume is scaled against.
+        proportions: (3,) per-axis factor (geometric mean 1) giving the infant the anatomy's
+            proportions; ones for MNI.
     """
 
     affine: np.ndarray
@@ -52,6 +63,9 @@ class TissueModel:
     t2_mid: np.ndarray
     wm_coords: np.ndarray
     head_bbox_mm: np.ndarray
+    anatomy: str = "mni"
+    brain_ml: float = MNI_BRAIN_ML
+    proportions: np.ndarray = field(default_factory=lambda: np.ones(3))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -70,25 +84,35 @@ class TissueModel:
         return cache[key]
 
 
-def _build(res_mm: float) -> TissueModel:
-    anat = anatomy.build_anatomy(res_mm)
+def _from_anatomy(anat: anatomy.Anatomy, name: str, brain_ml: float, proportions) -> TissueModel:
     t1_mid = anat.t1_mid.ravel()[anat.wm_index].astype(np.float32)
     t2_mid = anat.t2_mid.ravel()[anat.wm_index].astype(np.float32)
     ijk = np.unravel_index(anat.wm_index, anat.shape)
     axes = anat.world_coordinates()
     coords = np.stack([axes[i][ijk[i]] for i in range(3)]).astype(np.float32)
     fractions = {k: v.astype(np.float16).astype(np.float32) for k, v in anat.fractions.items()}
-    return TissueModel(anat.affine, res_mm, fractions, anat.wm_index, t1_mid, t2_mid, coords,
-                       anat.head_bounding_box_mm())
+    return TissueModel(anat.affine, anat.res_mm, fractions, anat.wm_index, t1_mid, t2_mid, coords,
+                       anat.head_bounding_box_mm(), name, float(brain_ml),
+                       np.asarray(proportions, dtype=np.float64))
 
 
-def _cache_key(res_mm: float) -> str:
-    h = hashlib.sha256(f"{__version__}|{res_mm}|{np.__version__}".encode())
-    for module in (anatomy, maturation, milestones, relaxation, sequences):
+def _build(res_mm: float, name: str = MNI_ANATOMY, templates: str = "") -> TissueModel:
+    if name == MNI_ANATOMY:
+        return _from_anatomy(anatomy.build_anatomy(res_mm), name, MNI_BRAIN_ML, np.ones(3))
+    sc = scaffolds.build_scaffold(templates, scaffolds.scaffold_months(name), res_mm)
+    return _from_anatomy(sc.anatomy, name, sc.brain_ml, sc.proportions)
+
+
+def _cache_key(res_mm: float, name: str = MNI_ANATOMY, templates: str = "") -> str:
+    h = hashlib.sha256(f"{__version__}|{res_mm}|{np.__version__}|{name}".encode())
+    for module in (anatomy, maturation, milestones, relaxation, sequences, scaffolds):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
-    for name in ("t1", "gm", "wm"):
-        h.update(str(os.path.getsize(mni_file(name))).encode())
+    for mni_name in ("t1", "gm", "wm"):
+        h.update(str(os.path.getsize(mni_file(mni_name))).encode())
+    if name != MNI_ANATOMY:
+        for path in scaffolds.template_pair(templates, scaffolds.scaffold_months(name)):
+            h.update(hashlib.sha256(path.read_bytes()).digest())  # the same files, wherever they are
     return h.hexdigest()[:20]
 
 
@@ -101,7 +125,8 @@ def _save(model: TissueModel, path: Path) -> None:
 
     buf = io.BytesIO()
     np.savez(buf, affine=model.affine, res_mm=model.res_mm, wm_index=model.wm_index, t1_mid=model.t1_mid, t2_mid=model.t2_mid,
-             wm_coords=model.wm_coords, head_bbox_mm=model.head_bbox_mm,
+             wm_coords=model.wm_coords, head_bbox_mm=model.head_bbox_mm, anatomy=model.anatomy,
+             brain_ml=model.brain_ml, proportions=model.proportions,
              **{f"fraction_{k}": v.astype(np.float16) for k, v in model.fractions.items()})
     write_bytes_atomic(path, buf.getvalue())
 
@@ -110,19 +135,39 @@ def _load(path: Path) -> TissueModel:
     with np.load(path, allow_pickle=False) as z:
         return TissueModel(z["affine"], float(z["res_mm"]),
                            {k: z[f"fraction_{k}"].astype(np.float32) for k in _FRACTIONS},
-                           z["wm_index"], z["t1_mid"], z["t2_mid"], z["wm_coords"], z["head_bbox_mm"])
+                           z["wm_index"], z["t1_mid"], z["t2_mid"], z["wm_coords"], z["head_bbox_mm"],
+                           str(z["anatomy"]), float(z["brain_ml"]), z["proportions"])
 
 
-@functools.lru_cache(maxsize=2)
-def tissue_model(res_mm: float = 1.5) -> TissueModel:
-    """The tissue model at ``res_mm``: from memory, else the disk cache, else built (and cached)."""
-    path = cache_dir() / f"tissue-model-{_cache_key(res_mm)}.npz"
+def tissue_model(res_mm: float = 1.5, anatomy_name: str = MNI_ANATOMY, templates: str | os.PathLike = "") -> TissueModel:
+    """The tissue model at ``res_mm``: from memory, else the disk cache, else built (and cached).
+
+    Args:
+        res_mm: grid spacing in MNI mm.
+        anatomy_name: "mni" or an infant scaffold (``scaffolds.anatomy_name(months)``).
+        templates: the infant template folder a scaffold is segmented from (unused for "mni").
+
+    Raises:
+        ValueError: for an unknown anatomy name.
+        InputError: naming a template file that is missing or corrupt.
+    """
+    if anatomy_name != MNI_ANATOMY:
+        scaffolds.scaffold_months(anatomy_name)  # an unknown name fails before any work
+        if not templates:
+            raise ValueError(f"anatomy {anatomy_name!r} needs the infant template folder it is built from")
+        templates = str(Path(templates).resolve())
+    return _tissue_model(float(res_mm), anatomy_name, str(templates) if anatomy_name != MNI_ANATOMY else "")
+
+
+@functools.lru_cache(maxsize=8)
+def _tissue_model(res_mm: float, name: str, templates: str) -> TissueModel:
+    path = cache_dir() / f"tissue-model-{_cache_key(res_mm, name, templates)}.npz"
     if path.exists():
         try:
             return _load(path)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable tissue-model cache %s (%s); rebuilding", path, exc)
-    model = _build(res_mm)
+    model = _build(res_mm, name, templates)
     try:
         _save(model, path)
     except OSError as exc:

@@ -63,15 +63,15 @@ def synthetic_brain_image(spec: SubjectSpec, contrast: str, res_mm: float = 1.5)
     """
     import nibabel as nib
 
-    from kerasmyelin.synth.simulate import MNI_BRAIN_ML, _signal_volumes, skull_strip_mask
-    from kerasmyelin.synth.tissue_model import tissue_model
+    from kerasmyelin.synth.simulate import _signal_volumes, skull_strip_mask, subject_tissue_model
 
-    model = tissue_model(res_mm)
+    model = subject_tissue_model(spec, res_mm)
     t1w, t2w = _signal_volumes(model, spec, spec.scanner, np.random.default_rng(spec.seed))
-    data = np.where(skull_strip_mask(res_mm) > 0, t1w if contrast == "T1w" else t2w, 0.0).astype(np.float32)
-    scale = (spec.brain_volume_ml / MNI_BRAIN_ML) ** (1 / 3)
+    mask = skull_strip_mask(res_mm, spec.anatomy, spec.template_root)
+    data = np.where(mask > 0, t1w if contrast == "T1w" else t2w, 0.0).astype(np.float32)
+    scale = (spec.brain_volume_ml / model.brain_ml) ** (1 / 3) * np.asarray(model.proportions)
     affine = model.affine.copy()
-    affine[:3, :] *= scale
+    affine[:3, :] *= scale[:, None]
     return nib.Nifti1Image(data, affine)
 
 
