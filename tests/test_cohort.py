@@ -88,3 +88,22 @@ def test_participant_ids_are_padded_to_sort_in_order():
     assert small[0] == "sub-001" and small[-1] == "sub-012"
     large = [s.participant_id for s in draw_cohort(CohortConfig(subjects=1200))]
     assert large[0] == "sub-0001" and large[-1] == "sub-1200" and large == sorted(large)
+
+
+def test_acquisition_variety_follows_its_share_and_leaves_the_rest_alone():
+    plain = draw_cohort(CohortConfig(subjects=200, seed=5, **VARIED))
+    varied = draw_cohort(CohortConfig(subjects=200, seed=5, acquisition_variety=0.5, **VARIED))
+    changed = [b for b in varied if b.slice_thickness_mm]
+    assert 75 <= len(changed) <= 125
+    for a, b in zip(plain, varied):
+        assert asdict(a) == {**asdict(b), "slice_thickness_mm": 0.0, "pixel_mm": 0.0, "t1w_variant": "",
+                             "t2w_variant": ""}
+    for s in changed:
+        lo, hi = (1.0, 5.0) if s.protocol == "research3d" else (3.0, 6.0)
+        assert lo <= s.slice_thickness_mm <= hi and 0.5 <= s.pixel_mm <= 1.2
+        assert s.scanner.slice_thickness_mm == s.slice_thickness_mm
+        if s.protocol == "clinical":
+            assert s.t1w_variant == s.t2w_variant == ""
+    research = [s for s in changed if s.protocol == "research3d"]
+    assert 0.3 < np.mean([s.t1w_variant == "spgr" for s in research]) < 0.7
+    assert 0.1 < np.mean([s.t2w_variant == "tse" for s in research]) < 0.55

@@ -32,6 +32,9 @@ ENSEMBLE = """ensemble:
     (["--set", "train.epochs=5"], "set the epochs with --epochs"),
     (["--tissue-curves", "mystery"], "unknown tissue curves 'mystery'"),
     (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--acquisition-variety", "1.5"], "acquisition_variety must be a share between 0 and 1"),
+    (["--template-months", "0,6"], "--template-months needs --templates DIR"),
+    (["--templates", "/nowhere/templates"], "infant template not found"),
 ])
 def test_bad_options_are_refused_before_any_work(tmp_path, capsys, argv, message):
     assert main(["pretrain", "--out", str(tmp_path / "p")] + argv) == 2

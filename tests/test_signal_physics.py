@@ -87,3 +87,40 @@ def test_timing_factors_scale_and_keep_the_inversion_inside_the_repetition():
     assert squeezed.ti < squeezed.tr
     with pytest.raises(ValueError, match="protocol"):
         scanner_for("research7t", 3.0)
+
+
+@pytest.mark.parametrize("fs", [1.5, 3.0])
+def test_sequence_variants_keep_the_contrast_directions(fs):
+    # SPGR T1w and 2-D TSE T2w show myelination the same way round as MPRAGE and SPACE.
+    scanner = scanner_for("research3d", fs, t1w_variant="spgr", t2w_variant="tse")
+    assert scanner.t1w.kind == "spoiled_gradient_echo" and scanner.t2w.name == "turbo spin echo"
+    test_neonatal_and_mature_contrast(scanner)
+
+
+def test_unknown_or_misplaced_variants_are_refused():
+    with pytest.raises(ValueError, match="unknown T1w sequence variant 'tse'"):
+        scanner_for("research3d", 3.0, t1w_variant="tse")
+    with pytest.raises(ValueError, match="unknown T2w sequence variant 'flair'"):
+        scanner_for("research3d", 3.0, t2w_variant="flair")
+    with pytest.raises(ValueError, match="research3d protocol"):
+        scanner_for("clinical", 3.0, t1w_variant="spgr")
+
+
+def test_geometry_changes_the_stack_and_the_noise_with_the_voxel():
+    base = scanner_for("research3d", 3.0)
+    thin = scanner_for("research3d", 3.0, slice_thickness_mm=1.25)
+    assert thin.slice_thickness_mm == 1.25 and thin.slice_gap_mm == 0.0
+    # A quarter of the thickness: twice the relative noise.
+    assert thin.noise_fraction == pytest.approx(tuple(2 * n for n in base.noise_fraction), rel=1e-3)
+    clinical = scanner_for("clinical", 3.0, slice_thickness_mm=4.0, pixel_mm=0.9)
+    assert clinical.slice_gap_mm == pytest.approx(0.8)  # 2-D stacks keep a 20% gap
+    fov = np.mean(clinical.fov_mm)
+    assert fov / clinical.acquired_matrix == pytest.approx(0.9, rel=0.02)
+    assert clinical.recon_matrix == min(512, 2 * clinical.acquired_matrix)  # Philips zero-fills 2x
+    fine = scanner_for("research3d", 3.0, pixel_mm=0.5)
+    assert fine.noise_fraction[1] == pytest.approx(base.noise_fraction[1] * fine.acquired_matrix / 256, rel=1e-3)
+    finest = scanner_for("research3d", 3.0, slice_thickness_mm=1.0, pixel_mm=0.5)
+    assert finest.noise_fraction[1] == pytest.approx(3 * base.noise_fraction[1])  # capped at 3x
+    for bad in ({"slice_thickness_mm": 12.0}, {"pixel_mm": 0.1}):
+        with pytest.raises(ValueError, match="outside"):
+            scanner_for("research3d", 3.0, **bad)

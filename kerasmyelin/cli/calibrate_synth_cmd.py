@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the curves JSON file to write")
     p.add_argument("--months", default=None,
                    help="comma-separated template ages to fit to (default: all five); the others are left unseen")
+    p.add_argument("--anatomy", choices=("mni", "templates"), default="mni",
+                   help="what the typical synthetic infants compared with each template are built on: the scaled "
+                        "adult MNI152 brain (default) or that template's own anatomy scaffold (synth.scaffolds)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing curves file")
 
 
@@ -73,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
     print("calibrate-synth: measuring the ten templates ...", flush=True)
     template = template_cells(args.templates)
     print("calibrate-synth: finding the instrument's voxels in typical synthetic infants ...", flush=True)
-    ages = {m: cal.age_voxels(m) for m in months}
+    if args.anatomy == "templates":
+        ages = cal.scaffold_ages(months, args.templates)
+    else:
+        ages = {m: cal.age_voxels(m) for m in months}
     print(f"calibrate-synth: fitting 22 parameters to {8 * len(months)} cells (months {list(months)}) ...", flush=True)
     fit = cal.fit_curves(template, ages, months, name="calibrated")
     record = fit.curves.as_dict()
-    record["provenance"] = cal.provenance(fit, args.templates)
+    record["provenance"] = cal.provenance(fit, args.templates, args.anatomy)
     curves_from_dict(record, str(out))  # what is written must read back
     write_text_atomic(out, json.dumps(record, indent=1, sort_keys=True) + "\n")
     cells = cal.synthetic_cells(fit.curves, ages, months)

@@ -18,10 +18,14 @@ NAME = "pretrain"
 HELP = ("Build the realistic synthetic cohort (calibrated tissue, protocol variety) and train the model "
         "meant for real scans (simple model and ensemble, cross-validated).")
 DEFAULT_EPOCHS = 100
+DEFAULT_ACQUISITION_VARIETY = 0.5
+TEMPLATE_ANATOMY_FRACTION = 0.5
 # What differs from the paper reproduction, all of it aimed at scans from other scanners.
 RECIPE = {
     "cohort": "synth --varied (half 3-D MPRAGE/SPACE research protocols, TR/TE/TI jitter 0.1, 30% skull-stripped, "
-              "30% smoothed) with the tissue curves calibrated to the real infant templates",
+              "30% smoothed) with the tissue curves calibrated to the real infant templates; half the infants with "
+              "their own slice thickness, in-plane resolution and research sequences (--acquisition-variety); "
+              "with --templates, half built on infant anatomy scaffolds",
     "preparation": "brain-core intensity scaling (prepare --intensity-reference brain_core)",
     "training": "the paper's networks and Adam settings, with flips, per-contrast gains and random monotone "
                 "intensity curves (train.augment, train.intensity_curves)",
@@ -41,6 +45,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
     p.add_argument("--tissue-curves", default="calibrated", metavar="NAME",
                    help="calibrated (default), published, or a JSON file from `kerasmyelin calibrate-synth`")
+    p.add_argument("--templates", default=None, metavar="DIR",
+                   help="folder of the real infant templates (Template-Month{0,6,9,12,24}-{T1w,T2w}.nii.gz): half the "
+                        "infants are then built on anatomy scaffolds segmented from them (synth --template-anatomy)")
+    p.add_argument("--template-months", default=None, metavar="LIST",
+                   help="comma-separated template ages whose scaffolds may be used (default: all five)")
+    p.add_argument("--acquisition-variety", type=float, default=DEFAULT_ACQUISITION_VARIETY, metavar="SHARE",
+                   help="share of infants with their own slice thickness, in-plane resolution and research "
+                        f"sequences (synth --acquisition-variety; default {DEFAULT_ACQUISITION_VARIETY})")
     p.add_argument("--experiments", type=Path, default=None,
                    help="folder with paper_simple.yaml and paper_ensemble.yaml (default: the repository's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -86,9 +98,21 @@ def run(args: argparse.Namespace) -> int:
     folder = args.experiments or experiments_dir()
     configs = paper_experiments(folder, [f"train.epochs={args.epochs}", "train.augment=true",
                                          "train.intensity_curves=true", *args.overrides])
+    anatomy = {}
+    if args.templates:
+        anatomy = {"templates": args.templates, "template_anatomy_fraction": TEMPLATE_ANATOMY_FRACTION}
+        if args.template_months:
+            from kerasmyelin.cli.synth_cmd import months_list
+
+            try:
+                anatomy["template_months"] = months_list(args.template_months)
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigError(f"--template-months: {exc}") from None
+    elif args.template_months:
+        raise ConfigError("--template-months needs --templates DIR")
     try:
         cohort_config = CohortConfig(subjects=args.subjects, seed=args.seed, tissue_curves=args.tissue_curves,
-                                     **VARIED)
+                                     acquisition_variety=args.acquisition_variety, **VARIED, **anatomy)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -99,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         _check_cohort(cohort, cohort_config)
     else:
         print(f"pretrain: building {args.subjects} synthetic infants ({args.tissue_curves} tissue curves, "
-              "protocol variety)", flush=True)
+              "protocol variety" + (", infant anatomy scaffolds" if anatomy else "") + ")", flush=True)
         build_cohort(cohort, cohort_config, jobs=args.jobs, progress=not args.quiet)
     if not (cache / CACHE_FILE).is_file():
         print("pretrain: preparing the ten slices with brain-core scaling", flush=True)

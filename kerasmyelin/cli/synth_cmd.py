@@ -31,7 +31,7 @@ def _field_strengths(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers in tesla, got {text!r}") from None
 
 
-def _months(text: str) -> tuple[int, ...]:
+def months_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     variety.add_argument("--timing-jitter", type=float, help="log-SD of per-infant TR/TE/TI factors")
     variety.add_argument("--skull-stripped-fraction", type=float, help="share delivered skull-stripped")
     variety.add_argument("--smoothed-fraction", type=float, help="share smoothed in-plane (FWHM 1-3 mm)")
+    variety.add_argument("--acquisition-variety", type=float, default=0.0, metavar="SHARE",
+                         help="share scanned with their own slice thickness (1-6 mm), in-plane resolution "
+                              "(0.5-1.2 mm) and, on the research protocol, SPGR T1w / TSE T2w (default 0)")
     p.add_argument("--tissue-curves", default="published", metavar="NAME",
                    help="how tissue relaxes with age: published (literature; the paper reproduction's, default), "
                         "calibrated (fitted to the real infant templates, for models meant for real scans; "
@@ -62,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            "infants are then also built on anatomy scaffolds segmented from them")
     anat.add_argument("--template-anatomy-fraction", type=float, default=None,
                       help="share of infants on a template scaffold (default 0.5 with --template-anatomy)")
-    anat.add_argument("--template-months", type=_months, default=None,
+    anat.add_argument("--template-months", type=months_list, default=None,
                       help="comma-separated template ages whose scaffolds may be used (default: all five)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--shards", type=int, default=None,
@@ -94,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--template-anatomy-fraction and --template-months need --template-anatomy DIR")
     try:
         config = CohortConfig(subjects=args.subjects, seed=args.seed, field_strengths=args.field_strengths,
-                              tissue_curves=args.tissue_curves, **variety, **anatomy)
+                              tissue_curves=args.tissue_curves, acquisition_variety=args.acquisition_variety,
+                              **variety, **anatomy)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if args.jobs is not None and args.jobs < 1:

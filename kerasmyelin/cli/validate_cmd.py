@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "judged), or the paper's clinical stacks (shown only)")
     p.add_argument("--tissue-curves", default="published", metavar="NAME",
                    help="published (default), calibrated, or a JSON file from `kerasmyelin calibrate-synth`")
+    p.add_argument("--anatomy", choices=("mni", "templates"), default="mni",
+                   help="what the typical synthetic infants are built on: the scaled adult MNI152 brain (default) "
+                        "or anatomy scaffolds segmented from the templates (synth --template-anatomy); a held-out "
+                        "age is then measured on the scaffold of the nearest other age")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,12 +52,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     name = curves.name if args.tissue_curves in ("published", "calibrated") else Path(args.tissue_curves).stem
-    stem = f"synth_vs_templates_{args.protocol}_{name}"
+    stem = f"synth_vs_templates_{args.protocol}_{name}" + ("_scaffolds" if args.anatomy == "templates" else "")
     result = compare_with_templates(args.templates, protocol=args.protocol, curves=args.tissue_curves,
-                                    progress=lambda text: print(f"validate-synth: {text} ...", flush=True))
-    figure(args.templates, out / f"{stem}.png", protocol=args.protocol, curves=args.tissue_curves)
+                                    progress=lambda text: print(f"validate-synth: {text} ...", flush=True),
+                                    anatomy=args.anatomy)
+    figure(args.templates, out / f"{stem}.png", protocol=args.protocol, curves=args.tissue_curves,
+           anatomy=args.anatomy)
     text = result.markdown() + f"\nFigure: {stem}.png. Command: `kerasmyelin validate-synth --templates TEMPLATES " \
-        f"--out OUT --protocol {args.protocol} --tissue-curves {args.tissue_curves}`.\n"
+        f"--out OUT --protocol {args.protocol} --tissue-curves {args.tissue_curves} --anatomy {args.anatomy}`.\n"
     write_text_atomic(out / f"{stem}.md", text)
     write_text_atomic(out / f"{stem}.json", json.dumps(result.as_json(), indent=1, sort_keys=True) + "\n")
     print(text)

@@ -7,7 +7,7 @@ at 3 T (Philips) and 24 at 1.5 T (Siemens).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,6 +45,11 @@ class CohortConfig:
             literature, the paper reproduction's), "calibrated" (fitted to real infant templates,
             docs/realism.md) or a JSON file from ``kerasmyelin calibrate-synth``. It changes no
             random draw: the same seed gives the same infants with other tissue physics.
+        acquisition_variety: share of infants scanned with their own geometry and sequences:
+            slice thickness 1-5 mm (3-D reformats) or 3-6 mm (2-D stacks, 20% gap), acquired in-plane
+            resolution 0.5-1.2 mm, and on the research protocol a 3-D SPGR T1w instead of MPRAGE (half of
+            them) and a 2-D TSE T2w instead of SPACE (a third). Drawn from their own random
+            stream, after the protocol. 0 in the paper and in ``--varied``.
         template_anatomy_fraction: share of infants built on an infant anatomy scaffold
             segmented from the real infant templates (``synth.scaffolds``) instead of the scaled
             adult MNI152 brain. 0 in the paper.
@@ -78,6 +83,7 @@ class CohortConfig:
     skull_stripped_fraction: float = 0.0
     smoothed_fraction: float = 0.0
     tissue_curves: str = "published"
+    acquisition_variety: float = 0.0
     template_anatomy_fraction: float = 0.0
     templates: str = ""
     template_months: tuple[int, ...] = TEMPLATE_MONTHS
@@ -98,7 +104,7 @@ class CohortConfig:
         if not lo < hi:
             raise ValueError(f"age_range_months must be increasing, got {self.age_range_months}")
         for name in ("fraction_boys", "fraction_low_field", "motion_fraction", "research_fraction",
-                     "skull_stripped_fraction", "smoothed_fraction"):
+                     "skull_stripped_fraction", "smoothed_fraction", "acquisition_variety"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a share between 0 and 1, got {value!r}")
@@ -154,13 +160,18 @@ class SubjectSpec:
     skull_stripped: bool = False
     smoothing_fwhm_mm: float = 0.0
     tissue_curves: str = "published"  # synth.curves: "published", "calibrated" or a JSON path
+    t1w_variant: str = ""  # "" for the protocol's own T1w sequence, or "spgr" (sequences.SEQUENCE_VARIANTS)
+    t2w_variant: str = ""  # "" or "tse"
+    slice_thickness_mm: float = 0.0  # 0: the protocol's
+    pixel_mm: float = 0.0  # acquired in-plane resolution; 0: the protocol's
     anatomy: str = "mni"  # "mni" (scaled adult MNI152) or a scaffold, "template-{months}mo"
     template_root: str = ""  # the infant template folder a scaffold was segmented from
 
     @property
     def scanner(self) -> Scanner:
         """The scanner and sequence timings this infant was scanned with."""
-        return scanner_for(self.protocol, self.field_strength, self.t1w_timing, self.t2w_timing)
+        return scanner_for(self.protocol, self.field_strength, self.t1w_timing, self.t2w_timing, self.t1w_variant,
+                           self.t2w_variant, self.slice_thickness_mm, self.pixel_mm)
 
     @property
     def manufacturer(self) -> str:
@@ -230,7 +241,23 @@ def draw_cohort(config: CohortConfig) -> list[SubjectSpec]:
             **(_variety(np.random.default_rng([seeds[i], 1]), config) if config.varied else {}),
             **(_anatomy(np.random.default_rng([seeds[i], 2]), config, age) if config.template_anatomy_fraction else {}),
         ))
+        if config.acquisition_variety:
+            cohort[-1] = replace(cohort[-1], **_acquisition(np.random.default_rng([seeds[i], 3]), config,
+                                                            cohort[-1].protocol))
     return cohort
+
+
+def _acquisition(rng: np.random.Generator, config: CohortConfig, protocol: str) -> dict:
+    """Slice thickness, in-plane pixel and sequence variants of one infant (its own stream)."""
+    use, thick, pixel, t1, t2 = rng.random(5)
+    if use >= config.acquisition_variety:
+        return {}
+    research = protocol == "research3d"
+    lo, hi = (1.0, 5.0) if research else (3.0, 6.0)
+    return {"slice_thickness_mm": round(float(lo + (hi - lo) * thick), 2),
+            "pixel_mm": round(float(0.5 + 0.7 * pixel), 3),
+            "t1w_variant": "spgr" if research and t1 < 0.5 else "",
+            "t2w_variant": "tse" if research and t2 < 1 / 3 else ""}
 
 
 def scaffold_for_age(age_months: float, months, u: float) -> int:

@@ -179,13 +179,79 @@ PROTOCOLS: dict[str, dict[float, Scanner]] = {
 """Protocol family -> field strength -> scanner. "clinical" is the paper's."""
 
 
+SEQUENCE_VARIANTS: dict[str, dict[str, dict[float, Sequence]]] = {
+    # 3-D spoiled gradient echo T1w (IR-free SPGR/FLASH, as many infant studies and GE scanners
+    # acquire it): flip above the Ernst angle of white matter, so T1 weighting without inversion.
+    "spgr": {3.0: Sequence("spoiled_gradient_echo", "3-D SPGR", tr=9.0, te=3.5, flip_angle=12),
+             1.5: Sequence("spoiled_gradient_echo", "3-D SPGR", tr=11.0, te=4.2, flip_angle=15)},
+    # A conventional 2-D turbo spin echo T2w in a research session.
+    "tse": {3.0: Sequence("turbo_spin_echo", "turbo spin echo", tr=6000, te=100, echo_train_length=15),
+            1.5: Sequence("turbo_spin_echo", "turbo spin echo", tr=5000, te=100, echo_train_length=13)},
+}
+"""Alternative sequences of the research protocols: T1w "spgr" (for MPRAGE), T2w "tse" (for SPACE)."""
+VARIANT_CONTRAST = {"spgr": "T1w", "tse": "T2w"}
+SLICE_THICKNESS_RANGE_MM = (0.5, 8.0)
+PIXEL_RANGE_MM = (0.3, 2.0)
+
+
+def _regrid(scanner: Scanner, slice_thickness_mm: float, pixel_mm: float) -> Scanner:
+    """The scanner with another slice thickness and in-plane pixel; noise follows the voxel.
+
+    Thermal noise relative to signal grows as the voxel shrinks: with the square root of the
+    slice thickness, and linearly with the acquired pixel's side (the same acquisition time).
+    The change is capped at 3x either way, as sites trade time for SNR at the extremes.
+    """
+    lo, hi = SLICE_THICKNESS_RANGE_MM
+    if slice_thickness_mm and not lo <= slice_thickness_mm <= hi:
+        raise ValueError(f"slice thickness {slice_thickness_mm} mm is outside {lo}-{hi} mm")
+    lo, hi = PIXEL_RANGE_MM
+    if pixel_mm and not lo <= pixel_mm <= hi:
+        raise ValueError(f"in-plane pixel {pixel_mm} mm is outside {lo}-{hi} mm")
+    changes, noise = {}, 1.0
+    if slice_thickness_mm:
+        changes["slice_thickness_mm"] = float(slice_thickness_mm)
+        changes["slice_gap_mm"] = 0.0 if scanner.acquisition == "3D" else round(0.2 * slice_thickness_mm, 2)
+        noise *= np.sqrt(scanner.slice_thickness_mm / slice_thickness_mm)
+    if pixel_mm:
+        # pixel_mm is the acquired resolution; the reconstruction zero-fills as the scanner does
+        # (Philips 2x), up to 512.
+        fov = float(np.mean(scanner.fov_mm))
+        acquired = 2 * max(32, int(round(fov / pixel_mm / 2)))
+        recon = max(acquired, min(512, 2 * int(round(acquired * scanner.recon_matrix / scanner.acquired_matrix / 2))))
+        changes["recon_matrix"], changes["acquired_matrix"] = recon, acquired
+        noise *= acquired / scanner.acquired_matrix
+    noise = float(np.clip(noise, 1 / 3, 3.0))
+    if changes:
+        changes["noise_fraction"] = tuple(round(n * noise, 4) for n in scanner.noise_fraction)
+    return replace(scanner, **changes)
+
+
 def scanner_for(protocol: str, field_strength: float, t1w_timing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                t2w_timing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Scanner:
-    """The scanner of a protocol family at a field strength, its timings scaled (TR, TE, TI factors)."""
+                t2w_timing: tuple[float, float, float] = (1.0, 1.0, 1.0), t1w_variant: str = "",
+                t2w_variant: str = "", slice_thickness_mm: float = 0.0, pixel_mm: float = 0.0) -> Scanner:
+    """The scanner of a protocol family at a field strength, its timings scaled (TR, TE, TI factors).
+
+    Args:
+        t1w_variant, t2w_variant: "" for the protocol's own sequence, or a name in
+            :data:`SEQUENCE_VARIANTS` ("spgr" for T1w, "tse" for T2w); research protocols only.
+        slice_thickness_mm, pixel_mm: 0 for the protocol's geometry, else the slice thickness
+            (2-D stacks keep a 20% gap, 3-D reformats none) and the acquired in-plane resolution.
+    """
     try:
         scanner = PROTOCOLS[protocol][float(field_strength)]
     except KeyError:
         raise ValueError(f"no {protocol!r} protocol at {field_strength} T; protocols: {sorted(PROTOCOLS)}") from None
+    for contrast, variant in (("T1w", t1w_variant), ("T2w", t2w_variant)):
+        if not variant:
+            continue
+        if VARIANT_CONTRAST.get(variant) != contrast:
+            names = [n for n, c in VARIANT_CONTRAST.items() if c == contrast]
+            raise ValueError(f"unknown {contrast} sequence variant {variant!r}; known: {names}")
+        if protocol != "research3d":
+            raise ValueError(f"sequence variants apply to the research3d protocol, not {protocol!r}")
+        scanner = replace(scanner, **{contrast.lower(): SEQUENCE_VARIANTS[variant][float(field_strength)]})
+    if slice_thickness_mm or pixel_mm:
+        scanner = _regrid(scanner, slice_thickness_mm, pixel_mm)
     if tuple(t1w_timing) == (1.0, 1.0, 1.0) and tuple(t2w_timing) == (1.0, 1.0, 1.0):
         return scanner
     return replace(scanner, t1w=scanner.t1w.scaled(*t1w_timing), t2w=scanner.t2w.scaled(*t2w_timing))

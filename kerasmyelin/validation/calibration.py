@@ -188,20 +188,22 @@ class _SpeedTable:
         return self.k1[idx], self.k2[idx]
 
 
-def age_voxels(month: float, res_mm: float = 1.5, protocol: str = "research3d") -> AgeVoxels:
+def age_voxels(month: float, res_mm: float = 1.5, protocol: str = "research3d", anatomy: str = "mni",
+               templates: str = "") -> AgeVoxels:
     """Find the instrument's masks in a typical synthetic infant of ``month`` (3 T, ``protocol``:
-    by default the templates' kind) and keep what a ratio needs at those voxels."""
-    from kerasmyelin.synth.simulate import _constant_tissue_signal
-    from kerasmyelin.synth.tissue_model import tissue_model
+    by default the templates' kind; built on ``anatomy``, "mni" or a scaffold segmented from the
+    templates in ``templates``) and keep what a ratio needs at those voxels."""
+    from kerasmyelin.synth.simulate import _constant_tissue_signal, subject_tissue_model
     from kerasmyelin.validation.synthetic_ratios import synthetic_brain_image, typical_infant
 
-    spec = typical_infant(month, 3.0, protocol=protocol)
-    model = tissue_model(res_mm)
+    spec = typical_infant(month, 3.0, protocol=protocol, anatomy=anatomy, template_root=templates)
+    model = subject_tissue_model(spec, res_mm)
     if not np.all(np.diag(model.affine)[:3] > 0) or np.count_nonzero(model.affine[:3, :3]) != 3:
         raise RuntimeError("the tissue model's grid is not RAS-aligned; the instrument's voxels cannot be mapped back")
     masks = level_masks(synthetic_brain_image(spec, "T1w", res_mm))
     scanner = spec.scanner
-    const = {c: _constant_tissue_signal(res_mm, scanner.field_strength, scanner.t1w if c == "T1w" else scanner.t2w)
+    const = {c: _constant_tissue_signal(res_mm, scanner.field_strength, scanner.t1w if c == "T1w" else scanner.t2w,
+                                        spec.anatomy, spec.template_root)
              for c in CONTRASTS}
     f_wm, f_gm = model.fractions["wm"].ravel(), model.fractions["gm"].ravel()
     voxels = {}
@@ -223,6 +225,23 @@ def age_voxels(month: float, res_mm: float = 1.5, protocol: str = "research3d") 
             parts[part]["code"] = _code(parts[part]["t1_mid"], parts[part]["t2_mid"])
         voxels[level] = parts
     return AgeVoxels(float(month), scanner, voxels)
+
+
+def scaffold_ages(months: tuple[int, ...], templates: str, res_mm: float = 1.5,
+                  protocol: str = "research3d") -> dict[int, AgeVoxels]:
+    """:func:`age_voxels` of each template age on that template's own anatomy scaffold: the
+    calibration then compares tissue with tissue where the instrument's masks fall on the same
+    anatomy as in the template, instead of fitting the adult brain's partial volume into the
+    tissue values."""
+    from kerasmyelin.synth.scaffolds import anatomy_name
+
+    return {m: age_voxels(m, res_mm, protocol, anatomy_name(m), str(templates)) for m in months}
+
+
+def held_out_scaffold(month: int, others: tuple[int, ...]) -> int:
+    """The scaffold a held-out age is measured on: the nearest of the other ages (the younger on
+    a tie), never its own."""
+    return min(others, key=lambda m: (abs(m - month), m))
 
 
 @dataclass
@@ -294,8 +313,12 @@ def synthetic_cells(curves: TissueCurves, ages: dict[int, AgeVoxels],
 
 
 def leave_one_age_out(template: dict[tuple[str, str, int], float], ages: dict[int, AgeVoxels],
-                      months: tuple[int, ...], progress=None) -> tuple[dict, dict[int, Fit]]:
+                      months: tuple[int, ...], progress=None, held_out=None) -> tuple[dict, dict[int, Fit]]:
     """Each age measured with curves fitted to the other ages only.
+
+    Args:
+        held_out: optional callable month -> :class:`AgeVoxels` the held-out age is measured on
+            (default ``ages[month]``). With anatomy scaffolds it must not be that age's own.
 
     Returns:
         (cells, fits): (contrast, level, month) -> held-out synthetic ratio, and month -> the
@@ -305,19 +328,22 @@ def leave_one_age_out(template: dict[tuple[str, str, int], float], ages: dict[in
     for m in months:
         fit = fit_curves(template, ages, tuple(x for x in months if x != m), name=f"calibrated-without-{m}")
         fits[m] = fit
-        cells.update(synthetic_cells(fit.curves, ages, (m,)))
+        cells.update(synthetic_cells(fit.curves, {m: held_out(m)} if held_out else ages, (m,)))
         if progress is not None:
             progress(m, fit)
     return cells, fits
 
 
-def provenance(fit: Fit, template_root: str) -> dict:
+def provenance(fit: Fit, template_root: str, anatomy: str = "mni") -> dict:
     """What a shipped curves file says of where it came from."""
     return {"fitted_to": "BME-X infant templates (3 T, 3-D T1w and T2w), WM/GM ratios at levels "
                          + ", ".join(FIT_LEVELS) + f", months {list(fit.months)}",
             "templates": str(template_root),
             "instrument": "kerasmyelin.validation.template_ratios.wm_gm_ratios (headers corrected)",
-            "synthetic": "typical infant, 3 T research protocol (MPRAGE / SPACE), skull-stripped",
+            "synthetic": "typical infant, 3 T research protocol (MPRAGE / SPACE), skull-stripped, on "
+                         + ("each template's own anatomy scaffold" if anatomy == "templates"
+                            else "the scaled adult MNI152 anatomy"),
             "log_factors": {f"{w}.{k}": round(float(v), 4) for (w, k, _), v in zip(PARAMETERS, fit.log_factors)},
             "cost": round(fit.cost, 4), "evaluations": fit.evaluations,
-            "command": "kerasmyelin calibrate-synth --templates ../shared/data/infant_templates --out OUT"}
+            "command": "kerasmyelin calibrate-synth --templates ../shared/data/infant_templates --out OUT"
+                       + (" --anatomy templates" if anatomy == "templates" else "")}

@@ -223,7 +223,7 @@ def template_cells(root: str | os.PathLike) -> dict[tuple[str, str, int], float]
 
 
 def compare_with_templates(root: str | os.PathLike, protocol: str = RULE_PROTOCOL, curves: str = "published",
-                           progress=None) -> Comparison:
+                           progress=None, anatomy: str = "mni") -> Comparison:
     """Measure the templates and typical synthetic infants of the same ages (3 T).
 
     Args:
@@ -233,6 +233,10 @@ def compare_with_templates(root: str | os.PathLike, protocol: str = RULE_PROTOCO
         curves: "published", "calibrated" or a curves JSON file (``synth.curves``). For any but
             "published" on the research protocol, the judged cells are leave-one-age-out.
         progress: optional callable(str), told what is being done.
+        anatomy: "mni" (every typical infant on the scaled adult MNI152 brain) or "templates"
+            (each age on the anatomy scaffold of its own template, ``synth.scaffolds``; a
+            held-out age is measured on the scaffold of the nearest other age, so neither its
+            cells nor its anatomy were seen).
     """
     from kerasmyelin.synth.curves import curves_for
     from kerasmyelin.synth.relaxation import PUBLISHED
@@ -245,17 +249,34 @@ def compare_with_templates(root: str | os.PathLike, protocol: str = RULE_PROTOCO
     say("measuring the ten templates")
     template = template_cells(root)
     say("finding the instrument's voxels in typical synthetic infants")
-    ages = {m: cal.age_voxels(m, protocol=protocol) for m in months}
+    if anatomy not in ("mni", "templates"):
+        raise ValueError(f"anatomy must be 'mni' or 'templates', got {anatomy!r}")
+    if anatomy == "mni":
+        ages = {m: cal.age_voxels(m, protocol=protocol) for m in months}
+        held = None
+    else:
+        from kerasmyelin.synth.scaffolds import anatomy_name
+
+        ages = cal.scaffold_ages(months, str(root), protocol=protocol)
+
+        def held(m):
+            other = cal.held_out_scaffold(m, tuple(x for x in months if x != m))
+            return cal.age_voxels(m, protocol=protocol, anatomy=anatomy_name(other), templates=str(root))
     full = {(c, lv, m): v for m in months for (c, lv), v in ages[m].ratios(shipped).items()}
     if shipped is PUBLISHED or protocol != RULE_PROTOCOL:
         provenance = ("published tissue curves: no template was used to make them" if shipped is PUBLISHED else
                       f"the {shipped.name} curves as they are (no verdict on this protocol)")
+        if anatomy == "templates":
+            provenance += "; each age on its own template's anatomy scaffold (the anatomy is not held out)"
         return Comparison(template, full, months, protocol, shipped.name, provenance)
     held_out, _ = cal.leave_one_age_out(template, ages, months,
-                                         progress=lambda m, fit: say(f"refitted without {m} months"))
-    return Comparison(template, {**full, **held_out}, months, protocol, shipped.name,
-                      "held out: each age measured with curves refitted (kerasmyelin's calibration) to the "
-                      "other four ages' templates only", full)
+                                         progress=lambda m, fit: say(f"refitted without {m} months"), held_out=held)
+    what = ("held out: each age measured with curves refitted (kerasmyelin's calibration) to the other four ages' "
+            "templates only")
+    if anatomy == "templates":
+        what += (", fitted on the other ages' own anatomy scaffolds and measured on the scaffold of the nearest "
+                 "other age")
+    return Comparison(template, {**full, **held_out}, months, protocol, shipped.name, what, full)
 
 
 def _template_level_slices(img) -> dict[str, int]:
@@ -268,8 +289,12 @@ def _template_level_slices(img) -> dict[str, int]:
 
 
 def figure(root: str | os.PathLike, out_png: str | os.PathLike, levels: tuple[str, ...] = ("c", "d"),
-           field_strength: float = 3.0, protocol: str = "clinical", curves: str = "published") -> Path:
-    """Synthetic infants (as the model sees them) next to the real templates at the same ages."""
+           field_strength: float = 3.0, protocol: str = "clinical", curves: str = "published",
+           anatomy: str = "mni") -> Path:
+    """Synthetic infants (as the model sees them) next to the real templates at the same ages.
+
+    With ``anatomy="templates"`` each synthetic infant is built on the scaffold of the nearest
+    other template age, as the held-out cells are measured."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,7 +310,15 @@ def figure(root: str | os.PathLike, out_png: str | os.PathLike, levels: tuple[st
     cols = [(c, lv, src) for c in CONTRASTS for lv in levels for src in ("template", "synthetic")]
     fig, axes = plt.subplots(len(months), len(cols), figsize=(1.9 * len(cols), 2.0 * len(months)))
     for row, month in enumerate(months):
-        scan = simulate_subject(typical_infant(month, field_strength, protocol=protocol, tissue_curves=curves))
+        where = {}
+        if anatomy == "templates":
+            from kerasmyelin.synth.scaffolds import anatomy_name
+            from kerasmyelin.validation.calibration import held_out_scaffold
+
+            other = held_out_scaffold(month, tuple(m for m in months if m != month))
+            where = {"anatomy": anatomy_name(other), "template_root": str(root)}
+        scan = simulate_subject(typical_infant(month, field_strength, protocol=protocol, tissue_curves=curves,
+                                               **where))
         for contrast in CONTRASTS:
             # The templates' headers reverse front and back (template_levels.HEADER_CORRECTION);
             # the correction turns x and y only, so the level slices keep their index.

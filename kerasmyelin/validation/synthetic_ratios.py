@@ -21,16 +21,19 @@ GM_MOSTLY = 0.6
 
 
 def typical_infant(age_months: float, field_strength: float = 3.0, seed: int = 0,
-                   protocol: str = "clinical", tissue_curves: str = "published") -> SubjectSpec:
+                   protocol: str = "clinical", tissue_curves: str = "published", anatomy: str = "mni",
+                   template_root: str = "") -> SubjectSpec:
     """A median infant of that age: typical pace, no regional jitter, neutral pose, no motion,
     scanned with the ``protocol`` family's sequences at their nominal timings, its tissue
-    relaxing along ``tissue_curves`` (``synth.curves``)."""
+    relaxing along ``tissue_curves`` (``synth.curves``), built on ``anatomy`` ("mni" or an
+    infant scaffold of ``synth.scaffolds``, segmented from the templates in ``template_root``)."""
     base = draw_cohort(CohortConfig(subjects=1, seed=seed))[0]
     return replace(base, age_months=float(age_months), myelination_age_months=float(age_months),
                    maturation_rate=1.0, field_strength=float(field_strength),
                    brain_volume_ml=float(brain_volume_ml(age_months)), scale_anisotropy=(1.0, 1.0, 1.0),
                    rotation_deg=(0.0, 0.0, 0.0), translation_mm=(0.0, 0.0, 0.0),
-                   regional_jitter_months=0.0, motion=False, protocol=protocol, tissue_curves=tissue_curves)
+                   regional_jitter_months=0.0, motion=False, protocol=protocol, tissue_curves=tissue_curves,
+                   anatomy=anatomy, template_root=str(template_root))
 
 
 def wm_gm_ratios(spec: SubjectSpec) -> dict[tuple[str, str], float]:
