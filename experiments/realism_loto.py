@@ -11,11 +11,17 @@ docs/realism.md.
 Usage: python experiments/realism_loto.py --work DIR [--templates DIR] [--epochs 100]
        [--arms calibrated,published,calibrated+augment,calibrated+scaffolds]
 
-An arm ending in "+augment" trains with flips, gains and random monotone intensity curves
-(train.augment, train.intensity_curves), as `kerasmyelin pretrain` does; it reuses the arm's
-cohorts and caches. The "calibrated+scaffolds" arm also builds half the infants on anatomy
-scaffolds segmented from the templates (`synth --template-anatomy`), from the other four only
-(`--template-months`), so template m gives neither a calibration cell nor an anatomy.
+An arm is "calibrated" or "published", then any of these modifiers joined by "+":
+  augment               train with flips, gains and random monotone intensity curves
+                        (train.augment, train.intensity_curves), as `kerasmyelin pretrain` does
+  scaffolds             half the infants built on anatomy scaffolds segmented from the templates
+                        (`synth --template-anatomy`), from the other four only (`--template-months`)
+  scaffold-calibration  the curves fitted on each template's own scaffold
+                        (`calibrate-synth --anatomy templates`), again without template m
+  acquisition           half the infants with their own slice thickness, in-plane resolution and
+                        research sequences (`synth --acquisition-variety 0.5`)
+So template m gives neither a calibration cell nor an anatomy. The pretrain recipe with
+--templates, less the ensemble, is calibrated+scaffold-calibration+scaffolds+acquisition+augment.
 
 Resumable: a step whose output exists is skipped (delete DIR/<step> to redo it). About 6 minutes
 per model on 2 cores (synth 40 s, prepare 30 s, train 3 min, the pipeline on a template 20 s).
@@ -31,6 +37,8 @@ import time
 from pathlib import Path
 
 MONTHS = (0, 6, 9, 12, 24)
+MODIFIERS = {"augment", "scaffolds", "acquisition", "scaffold-calibration"}
+RECIPE = "calibrated+scaffold-calibration+scaffolds+acquisition+augment"  # what `pretrain --templates` does
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -101,6 +109,12 @@ def main() -> None:
     saved = work / "results.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}  # earlier invocations' arms
     for arm in args.arms.split(","):
+        base, *mods = arm.split("+")
+        if base not in ("calibrated", "published") or not set(mods) <= MODIFIERS:
+            sys.exit(f"unknown arm {arm!r}: calibrated or published, then any of +{', +'.join(sorted(MODIFIERS))}")
+        if base == "published" and set(mods) - {"augment"}:
+            sys.exit(f"arm {arm!r}: the published arm takes only +augment")
+        augment = "augment" in mods
         estimates = {}
         for m in MONTHS:
             done = work / f"estimate_{arm.replace('+', '_')}_{m}.json"
@@ -108,20 +122,25 @@ def main() -> None:
                 estimates[m] = json.loads(done.read_text())["estimate_months"]
                 continue
             print(f"{arm}, template {m} months held out", flush=True)
-            augment = arm.endswith("+augment")
-            if arm.startswith("published"):
+            if base == "published":
                 run = _model(work, "published", "published", args.epochs, log, augment)
             else:
-                curves = work / f"curves_without_{m}.json"
                 others = ",".join(str(x) for x in MONTHS if x != m)
+                on_scaffolds = "scaffold-calibration" in mods
+                curves = work / f"curves_without_{m}{'_on_scaffolds' if on_scaffolds else ''}.json"
                 if not curves.exists():
                     _run(["kerasmyelin", "calibrate-synth", "--templates", str(templates), "--out", str(curves),
-                          "--months", others], log)
-                if arm.endswith("+scaffolds"):
-                    run = _model(work, f"without_{m}_scaffolds", str(curves), args.epochs, log,
-                                 synth_extra=("--template-anatomy", str(templates), "--template-months", others))
-                else:
-                    run = _model(work, f"without_{m}", str(curves), args.epochs, log, augment)
+                          "--months", others, *(["--anatomy", "templates"] if on_scaffolds else [])], log)
+                extra, tag = [], f"without_{m}"
+                if on_scaffolds:
+                    tag += "_scaffoldcal"
+                if "scaffolds" in mods:
+                    extra += ["--template-anatomy", str(templates), "--template-months", others]
+                    tag += "_scaffolds"
+                if "acquisition" in mods:
+                    extra += ["--acquisition-variety", "0.5"]
+                    tag += "_acquisition"
+                run = _model(work, tag, str(curves), args.epochs, log, augment, synth_extra=tuple(extra))
             estimates[m] = _estimate(run, templates, m)
             done.write_text(json.dumps({"estimate_months": estimates[m], "run": str(run)}) + "\n")
             print(f"  template {m} months estimated {estimates[m]:.2f}", flush=True)
