@@ -222,3 +222,23 @@ def test_held_out_age_is_measured_on_another_age_scaffold():
     assert held_out_scaffold(9, (0, 6, 12, 24)) == 6  # a tie: the younger
     assert held_out_scaffold(24, (0, 6, 9, 12)) == 12
     assert held_out_scaffold(0, (6, 9, 12, 24)) == 6
+
+
+def test_a_template_in_a_simulated_head_keeps_its_brain_and_gains_the_layers(phantom_folder):
+    from kerasmyelin.validation.template_head import PAD_MM, with_simulated_head
+
+    folder, labels, affine = phantom_folder
+    t1 = np.asarray(scaffolds.corrected_image(folder / "Template-Month12-T1w.nii.gz").dataobj, np.float32)
+    t2 = np.asarray(scaffolds.corrected_image(folder / "Template-Month12-T2w.nii.gz").dataobj, np.float32)
+    h1, h2, new_affine = with_simulated_head(t1, t2, affine, 12, curves="published")
+    pad = int(np.ceil(PAD_MM / VOXEL_MM))
+    inner = tuple(slice(pad, pad + n) for n in t1.shape)
+    brain = labels > 0
+    np.testing.assert_array_equal(h1[inner][brain], t1[brain])  # the brain is left as it is
+    np.testing.assert_allclose(new_affine[:3, 3], affine[:3, :3] @ np.full(3, -pad) + affine[:3, 3])
+    shell = (h1 > 0) & np.pad(~brain, pad, constant_values=True)
+    assert shell.sum() > 0.3 * brain.sum()  # a head around the brain
+    # Scalp fat is brighter than cortex on T1w; skull is dark in both.
+    assert np.percentile(h1[shell], 90) > 1.2 * np.median(t1[labels == 2])
+    assert np.percentile(h1[shell], 10) < 0.5 * np.median(t1[labels == 2])
+    assert h2[shell].max() > np.median(t2[labels == 2])  # extra-axial CSF is bright on T2w
