@@ -87,11 +87,8 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
         grade_summary,
         run_batch,
     )
-    from kerasmyelin.wholebrain.manifest import (
-        AGE_RANGE_MONTHS,
-        jobs_from_bids,
-        jobs_from_csv,
-    )
+    from kerasmyelin.io.ages import AGE_RANGE_MONTHS
+    from kerasmyelin.wholebrain.manifest import jobs_from_bids, jobs_from_csv
 
     if not args.out:
         raise InputError("--out is required with --t1, --bids or --csv (the folder to write results to)")

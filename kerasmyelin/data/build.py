@@ -20,7 +20,7 @@ from kerasmyelin.io.output_dir import OutputFolder, check_output
 from kerasmyelin.io.nifti import load_volume
 from kerasmyelin.io.tables import missing_columns, parse_number, read_tsv
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
-from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS, age_row, row_age_months
+from kerasmyelin.io.ages import AGE_RANGE_MONTHS, age_row, row_age_months
 
 LEVEL_COLUMNS = tuple(f"slice_{k}" for k in LEVEL_KEYS)
 
@@ -66,7 +66,7 @@ def _age_months(row: dict[str, str], path: Path) -> float:
 
 def _session_age(root: Path, participant: dict[str, str], session: str, participants_path: Path) -> float:
     """A scan's corrected age: its row of sub-*_sessions.tsv when that gives one, else the
-    participant's (the rule ``predict --bids`` follows, ``wholebrain.manifest.age_row``)."""
+    participant's (the rule ``predict --bids`` follows, ``io.ages.age_row``)."""
     pid = participant["participant_id"]
     table = root / pid / f"{pid}_sessions.tsv"
     if not session or not table.is_file():

@@ -52,7 +52,7 @@ from kerasmyelin import __version__
 from kerasmyelin.errors import ConfigError, InputError
 from kerasmyelin.io.ages import CHRONOLOGICAL_COLUMN, GESTATIONAL_COLUMN
 from kerasmyelin.levels import CONTRASTS, INPUT_NAMES, LEVEL_KEYS, input_name
-from kerasmyelin.wholebrain.manifest import row_age_months
+from kerasmyelin.io.ages import row_age_months
 
 log = logging.getLogger(__name__)
 

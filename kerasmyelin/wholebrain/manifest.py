@@ -18,7 +18,6 @@ Accepted columns and units: docs/inputs.md.
 from __future__ import annotations
 
 import csv
-import math
 import os
 import re
 import sys
@@ -31,11 +30,11 @@ from kerasmyelin.io.ages import (
     CHRONOLOGICAL_COLUMN,
     CORRECTED_COLUMN,
     GESTATIONAL_COLUMN,
-    corrected_age_months,
+    age_row,
+    row_age_months,
 )
 from kerasmyelin.io.tables import misnamed_columns, missing_columns, read_tsv_table
 
-AGE_RANGE_MONTHS = (-3.0, 60.0)
 # A label names the infant's output folder: no path separators, no leading dot.
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 CSV_COLUMNS = ("subject", "t1w", "t2w")
@@ -65,55 +64,6 @@ class Job:
     t2w: Path | None
     age_months: float | None = None
     error: str | None = None
-
-
-def _blank(text: str | None) -> bool:
-    """An empty cell: '', 'n/a', 'na' or 'nan' (any case)."""
-    return text is None or text.strip().lower() in ("", "n/a", "na", "nan")
-
-
-def parse_age(text: str | None, where: str) -> float | None:
-    """A corrected age in months from a table cell; '' / 'n/a' -> None; a bad value -> InputError."""
-    if _blank(text):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{where}: age {text!r} is not a number of months") from None
-    return _in_range(value, text, where)
-
-
-def _in_range(value: float, text: str, where: str) -> float:
-    if not math.isfinite(value) or not AGE_RANGE_MONTHS[0] <= value <= AGE_RANGE_MONTHS[1]:
-        raise InputError(f"{where}: age {text} is outside {AGE_RANGE_MONTHS[0]:g} to {AGE_RANGE_MONTHS[1]:g} "
-                         "months (corrected age in months expected; weeks or days?)")
-    return value
-
-
-def row_age_months(row: dict[str, str], where: str) -> float | None:
-    """The corrected age in months of one table row, or None when the row gives none.
-
-    ``age_months`` is used when filled in; otherwise ``chronological_age_months`` and
-    ``gestational_age_weeks`` together give it (``io.ages.corrected_age_months``). One of the
-    two without the other, or values out of range, is an InputError naming ``where``.
-    """
-    age = parse_age(row.get(CORRECTED_COLUMN), where)
-    if age is not None:
-        return age
-    chronological, gestational = row.get(CHRONOLOGICAL_COLUMN), row.get(GESTATIONAL_COLUMN)
-    if _blank(chronological) and _blank(gestational):
-        return None
-    if _blank(chronological) or _blank(gestational):
-        given, missing = ((GESTATIONAL_COLUMN, CHRONOLOGICAL_COLUMN) if _blank(chronological)
-                          else (CHRONOLOGICAL_COLUMN, GESTATIONAL_COLUMN))
-        raise InputError(f"{where}: {given} is given but {missing} is not; the corrected age needs both "
-                         f"(or give {CORRECTED_COLUMN})")
-    try:
-        corrected = corrected_age_months(chronological, gestational)
-    except ValueError as exc:
-        raise InputError(f"{where}: {exc}") from None
-    return _in_range(corrected, f"{corrected:.2f} (corrected from {CHRONOLOGICAL_COLUMN} {chronological} and "
-                                f"{GESTATIONAL_COLUMN} {gestational})", where)
 
 
 def _anat(folder: Path, stem: str, contrast: str) -> Path | None:
@@ -237,23 +187,6 @@ def jobs_from_bids(root: str | os.PathLike, *, log: Callable[[str], None] = warn
         log(f"{participants}: no row for {_names(unlisted)} ({len(unlisted)} of {len(subjects)} subjects), "
             f"so their age is unknown and they are {NO_AGE}")
     return jobs
-
-
-def age_row(participant: dict[str, str], session: dict[str, str] | None) -> tuple[dict[str, str], bool]:
-    """The cells that give one session's age, and whether they come from the sessions table.
-
-    A session row with an age of its own (corrected, or chronological with the gestational age
-    from either table) wins; otherwise the participant's age applies.
-    """
-    if session is not None and not (_blank(session.get(CORRECTED_COLUMN)) and
-                                    _blank(session.get(CHRONOLOGICAL_COLUMN))):
-        gestational = session.get(GESTATIONAL_COLUMN)
-        if _blank(gestational):
-            gestational = participant.get(GESTATIONAL_COLUMN)
-        return {CORRECTED_COLUMN: session.get(CORRECTED_COLUMN, ""),
-                CHRONOLOGICAL_COLUMN: session.get(CHRONOLOGICAL_COLUMN, ""),
-                GESTATIONAL_COLUMN: gestational or ""}, True
-    return participant, False
 
 
 def jobs_from_csv(path: str | os.PathLike, *, log: Callable[[str], None] = warn_on_stderr) -> list[Job]:

@@ -28,7 +28,7 @@ from kerasmyelin.wholebrain.level_finder import (
     find_levels,
     looks_skull_stripped,
 )
-from kerasmyelin.wholebrain.manifest import AGE_RANGE_MONTHS
+from kerasmyelin.io.ages import AGE_RANGE_MONTHS
 from kerasmyelin.wholebrain.volumes import SLAB_MM, ScanPair, make_pair, slab_stack
 
 # A level's slice with less head than this share of the widest slice's is reported: the scan
