@@ -216,3 +216,31 @@ def test_unknown_member_is_refused_with_the_names(tiny_tenslice, tmp_path, capsy
                  "--quiet", "--fold", "0", "--member", "middle"])
     assert code == 2
     assert "no network 'middle'; its networks are simple" in capsys.readouterr().err
+
+
+def test_a_copied_run_is_served_with_its_own_preparation_settings_when_the_cache_is_gone(tmp_path):
+    from kerasmyelin.data.cache import write_cache
+    from kerasmyelin.data.prepare import PrepConfig
+    from kerasmyelin.training.config import load_experiment as load
+    from kerasmyelin.wholebrain.pipeline import _training_prep
+
+    source = learnable_tenslice(tmp_path / "learnable")
+    data = np.load(source / "tenslice.npz")
+    prep = PrepConfig(image_size=32, intensity_reference="brain_core").as_dict()
+    cache = tmp_path / "cache"
+    write_cache(cache, {k: data[k] for k in data.files if k not in ("participant_id", "age_months")},
+                data["participant_id"], data["age_months"], {"created_by": "kerasmyelin tests", "prep_config": prep})
+    run = tmp_path / "run"
+    open_run(run, load(SMOKE_YAML), cache)
+    info = json.loads((run / "run.json").read_text())
+    assert info["prep_config"] == prep and info["image_size"] == 32 and len(info["inputs"]) == 10
+    ages = data["age_months"]
+    assert info["trained_age_range_months"] == [round(float(ages.min()), 3), round(float(ages.max()), 3)]
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    shutil.rmtree(cache)  # the cache is gone: the copy still knows how to prepare a scan
+    assert _training_prep(copy / "fold-0" / "model.keras") == prep
+    # A run written before run.json carried them, with its cache gone: nothing to serve by.
+    del info["prep_config"]
+    (copy / "run.json").write_text(json.dumps(info))
+    assert _training_prep(copy / "fold-0" / "model.keras") is None

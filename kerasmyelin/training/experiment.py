@@ -3,7 +3,8 @@
 ```
 RUN/
   config.yaml      the resolved ExperimentConfig (defaults + YAML + overrides)
-  run.json         which ten-slice cache (path and sha256) the run uses
+  run.json         which ten-slice cache (path and sha256) the run uses, and what serving needs
+                   from it: its preparation settings, image size, inputs and trained ages
   splits.json      the cross-validation folds (by participant id), each with a validation share
   fold-0/ ...      one per fold: a folder per network (simple, or the ensemble's members) with
                    checkpoints, history.csv, learning_curve.png and tensorboard/; model.keras (the
@@ -100,9 +101,13 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     open_reopened(run, "run", inputs=[("--data", data_dir)], legacy=lambda folder: (folder / CONFIG_FILE).is_file())
     if not stored_config.exists():
         write_text_atomic(stored_config, yaml.safe_dump(to_dict(config), sort_keys=False))
+    serving = serving_record(data)
     if not stored_info.exists():
         write_text_atomic(stored_info, json.dumps({"data": str(data_dir), "sha256": digest,
-                                                   "written_by": "kerasmyelin"}, indent=1) + "\n")
+                                                   "written_by": "kerasmyelin", **serving}, indent=1) + "\n")
+    elif "prep_config" not in info and serving.get("prep_config") is not None:
+        # A run from before run.json carried them: recorded now, from the very cache it was trained on.
+        write_text_atomic(stored_info, json.dumps(dict(info, **serving), indent=1) + "\n")
     splits_path = run / SPLITS_FILE
     if not splits_path.exists():
         folds = make_folds(data.participant_id, data.age_months, config.cv.folds, config.cv.seed,
@@ -115,6 +120,16 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
         if unknown:
             raise InputError(f"fold {i} names infants not in the data: {sorted(unknown)[:3]}", splits_path)
     return run, config, data, splits
+
+
+def serving_record(data: TenSliceSet) -> dict:
+    """What a run must carry so that it is served as it was trained, wherever it is copied: the
+    cache's preparation settings, the image size, the ten inputs and the trained ages."""
+    return {"prep_config": data.manifest.get("prep_config"),
+            "image_size": int(data.image_shape[0]),
+            "inputs": list(data.manifest.get("inputs", [])),
+            "trained_age_range_months": [round(float(np.min(data.age_months)), 3),
+                                         round(float(np.max(data.age_months)), 3)]}
 
 
 def _read_run_info(run: Path) -> dict:

@@ -239,16 +239,21 @@ class TrainedEstimator:
 
 
 def _training_prep(model_file: Path) -> dict | None:
-    """The prep_config of the ten-slice cache the model's run was trained on, when still reachable."""
+    """The preparation settings the model's run was trained with: from the run's own run.json
+    (so a copied run folder is served exactly as in place), else, for a run written before
+    run.json carried them, from its training cache while that is still reachable."""
     from kerasmyelin.training.experiment import RUN_INFO
 
     for folder in (model_file.parent, *model_file.parents[:3]):
         info = folder / RUN_INFO
         if info.is_file():
             try:
-                data = Path(json.loads(info.read_text())["data"])
+                record = json.loads(info.read_text())
+                if isinstance(record.get("prep_config"), dict):
+                    return record["prep_config"]
+                data = Path(record["data"])
                 return json.loads((data / "manifest.json").read_text()).get("prep_config")
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 return None
     return None
 
@@ -342,8 +347,9 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
     # normative model withholds the grade for the same reasons (each warning is one of them).
     warnings = list(scan.qc["warnings"])
     if estimator.training_prep is None:
-        warnings.append("the model's training cache (and so its preparation settings) was not found: the "
-                        "paper's defaults were used; if it was trained with other settings, estimates are off")
+        warnings.append("the model's preparation settings were not found (its run.json predates them and its "
+                        "training cache is gone): the paper's defaults were used; if it was trained with other "
+                        "settings, estimates are off")
     low, high = (norm.age_min, norm.age_max) if norm is not None else TRAINED_RANGE_MONTHS
     if not low <= estimate <= high:
         warnings.append(f"the estimate ({estimate:.1f} months) lies outside the ages the model was trained on "
