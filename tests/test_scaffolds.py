@@ -242,3 +242,19 @@ def test_a_template_in_a_simulated_head_keeps_its_brain_and_gains_the_layers(pha
     assert np.percentile(h1[shell], 90) > 1.2 * np.median(t1[labels == 2])
     assert np.percentile(h1[shell], 10) < 0.5 * np.median(t1[labels == 2])
     assert h2[shell].max() > np.median(t2[labels == 2])  # extra-axial CSF is bright on T2w
+
+
+@pytest.mark.slow
+def test_pretrain_fits_its_curves_on_the_scaffolds_of_the_templates_it_is_given(phantom_folder, tmp_path,
+                                                                                monkeypatch):
+    from kerasmyelin.cli.pretrain_cmd import _fit_curves_on_scaffolds
+    from kerasmyelin.synth.curves import curves_for
+
+    monkeypatch.setenv("KERASMYELIN_CACHE_DIR", str(tmp_path / "cache"))
+    folder, _, _ = phantom_folder
+    out = tmp_path / "tissue_curves.json"
+    _fit_curves_on_scaffolds(str(folder), out)
+    record = json.loads(out.read_text())
+    assert "own anatomy scaffold" in record["provenance"]["synthetic"]
+    assert record["provenance"]["command"].endswith("--anatomy templates")
+    assert curves_for(str(out)).name == "calibrated"

@@ -20,12 +20,14 @@ HELP = ("Build the realistic synthetic cohort (calibrated tissue, protocol varie
 DEFAULT_EPOCHS = 100
 DEFAULT_ACQUISITION_VARIETY = 0.5
 TEMPLATE_ANATOMY_FRACTION = 0.5
+CURVES_FILE = "tissue_curves.json"
 # What differs from the paper reproduction, all of it aimed at scans from other scanners.
 RECIPE = {
     "cohort": "synth --varied (half 3-D MPRAGE/SPACE research protocols, TR/TE/TI jitter 0.1, 30% skull-stripped, "
               "30% smoothed) with the tissue curves calibrated to the real infant templates; half the infants with "
               "their own slice thickness, in-plane resolution and research sequences (--acquisition-variety); "
-              "with --templates, half built on infant anatomy scaffolds",
+              "with --templates, half built on infant anatomy scaffolds and the tissue curves fitted to the "
+              "templates on those scaffolds (calibrate-synth --anatomy templates)",
     "preparation": "brain-core intensity scaling (prepare --intensity-reference brain_core)",
     "training": "the paper's networks and Adam settings, with flips, per-contrast gains and random monotone "
                 "intensity curves (train.augment, train.intensity_curves)",
@@ -43,8 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs per network (default {DEFAULT_EPOCHS})")
     p.add_argument("--subjects", type=int, default=119, help="infants in the synthetic cohort (default 119)")
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
-    p.add_argument("--tissue-curves", default="calibrated", metavar="NAME",
-                   help="calibrated (default), published, or a JSON file from `kerasmyelin calibrate-synth`")
+    p.add_argument("--tissue-curves", default=None, metavar="NAME",
+                   help="calibrated (the shipped curves; the default without --templates), published, or a JSON "
+                        "file from `kerasmyelin calibrate-synth`. With --templates and no --tissue-curves the curves "
+                        "are fitted to those templates on their own anatomy scaffolds (OUT/tissue_curves.json)")
     p.add_argument("--templates", default=None, metavar="DIR",
                    help="folder of the real infant templates (Template-Month{0,6,9,12,24}-{T1w,T2w}.nii.gz): half the "
                         "infants are then built on anatomy scaffolds segmented from them (synth --template-anatomy)")
@@ -59,6 +63,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a setting of both experiments, e.g. --set cv.folds=2")
     p.add_argument("--jobs", type=int, default=None, help="worker processes for the cohort (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _fit_curves_on_scaffolds(templates: str, out: Path) -> None:
+    """``calibrate-synth --anatomy templates`` on all five templates, written atomically to ``out``."""
+    from kerasmyelin.io.atomic import write_text_atomic
+    from kerasmyelin.io.infant_templates import TEMPLATE_MONTHS
+    from kerasmyelin.synth.curves import curves_from_dict
+    from kerasmyelin.validation import calibration as cal
+    from kerasmyelin.validation.compare import template_cells
+
+    months = tuple(TEMPLATE_MONTHS)
+    fit = cal.fit_curves(template_cells(templates), cal.scaffold_ages(months, templates), months, name="calibrated")
+    record = fit.curves.as_dict()
+    record["provenance"] = cal.provenance(fit, templates, "templates")
+    curves_from_dict(record, str(out))  # what is written must read back
+    write_text_atomic(out, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def _check_cohort(cohort: Path, config) -> None:
@@ -110,8 +130,10 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--template-months: {exc}") from None
     elif args.template_months:
         raise ConfigError("--template-months needs --templates DIR")
+    fit_curves = bool(args.templates) and args.tissue_curves is None
+    curves = args.tissue_curves or "calibrated"
     try:
-        cohort_config = CohortConfig(subjects=args.subjects, seed=args.seed, tissue_curves=args.tissue_curves,
+        cohort_config = CohortConfig(subjects=args.subjects, seed=args.seed, tissue_curves=curves,
                                      acquisition_variety=args.acquisition_variety, **VARIED, **anatomy)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -119,10 +141,19 @@ def run(args: argparse.Namespace) -> int:
     # Reopened, not replaced: pretraining resumes where it stopped.
     open_reopened(out, "pretrain", inputs=[("--experiments", folder)])
     cohort, cache = out / "cohort", out / "cache"
+    if fit_curves:
+        curves_file = out / CURVES_FILE
+        if not curves_file.is_file():
+            print("pretrain: fitting the tissue curves to the templates on their own anatomy scaffolds", flush=True)
+            _fit_curves_on_scaffolds(args.templates, curves_file)
+        from dataclasses import replace
+
+        cohort_config = replace(cohort_config, tissue_curves=str(curves_file))
+        curves = f"{CURVES_FILE} (fitted on the scaffolds)"
     if (cohort / "participants.tsv").is_file():
         _check_cohort(cohort, cohort_config)
     else:
-        print(f"pretrain: building {args.subjects} synthetic infants ({args.tissue_curves} tissue curves, "
+        print(f"pretrain: building {args.subjects} synthetic infants ({curves} tissue curves, "
               "protocol variety" + (", infant anatomy scaffolds" if anatomy else "") + ")", flush=True)
         build_cohort(cohort, cohort_config, jobs=args.jobs, progress=not args.quiet)
     if not (cache / CACHE_FILE).is_file():
