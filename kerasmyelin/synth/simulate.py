@@ -28,7 +28,7 @@ from kerasmyelin.synth.relaxation import (
     tissue_parameters,
 )
 from kerasmyelin.synth.sequences import PROTOCOLS, Scanner, Sequence
-from kerasmyelin.synth.tissue_model import TissueModel, tissue_model
+from kerasmyelin.synth.tissue_model import MNI_BRAIN_ML, TissueModel, tissue_model
 
 
 @dataclass
@@ -85,7 +85,7 @@ class _Warp:
     """Subject (scanner) space <-> MNI space: pose, size and a smooth individual deformation."""
 
     def __init__(self, spec: SubjectSpec, centre_mni: np.ndarray, rng: np.random.Generator,
-                 brain_ml: float, proportions=(1.0, 1.0, 1.0)):
+                 brain_ml: float = MNI_BRAIN_ML, proportions=(1.0, 1.0, 1.0)):
         size = (spec.brain_volume_ml / brain_ml) ** (1 / 3)
         # The anatomy's own proportions (an infant scaffold's), then the infant's own.
         self.scale = (size * np.asarray(spec.scale_anisotropy, dtype=np.float64)
