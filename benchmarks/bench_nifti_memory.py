@@ -56,8 +56,10 @@ print(json.dumps({"base_mb": base, "peak_mb": hwm_mb(), "seconds": time.perf_cou
 
 
 def head_pair(shape, voxel_mm: float, dtype, seed: int = 0):
-    """A head-like T1w/T2w pair: a bright textured ellipsoid (an infant head, ~130 x 160 x 120 mm)
-    with noise, the T2w its inverse inside the head. Built slice by slice to keep this process small.
+    """A head-like T1w/T2w pair: a textured ellipsoid (an infant head, ~130 x 160 x 120 mm) with
+    dark CSF in the middle and a bright scalp, noise everywhere; the T2w its inverse inside the head,
+    so that it passes the pipeline's contrast check (CSF and fat, ``wholebrain.contrast_order``).
+    Built slice by slice to keep this process small.
 
     Returns:
         (t1, t2, affine): two arrays of ``shape`` in ``dtype`` and the 4x4 voxel -> mm affine.
@@ -72,10 +74,10 @@ def head_pair(shape, voxel_mm: float, dtype, seed: int = 0):
         z = k * voxel_mm + affine[2, 3]
         r = np.sqrt(xy + (z / 60.0) ** 2)
         inside = r < 1
-        a = np.where(inside, 400 + 300 * np.cos(3 * r), 0) + rng.normal(0, 10, shape[:2])
-        a = np.abs(a)
+        a = np.select([r < 0.3, r < 0.9, inside], [150.0, 450 + 120 * np.cos(12 * r), 900.0], 0.0)
+        a = np.abs(a + rng.normal(0, 10, shape[:2]))
         t1[:, :, k] = a
-        t2[:, :, k] = (1000.0 - a) * (a > 50)
+        t2[:, :, k] = np.where(a > 50, 1000.0 - a, a)
     return t1, t2, affine
 
 

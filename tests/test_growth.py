@@ -2,7 +2,7 @@ import csv
 
 import numpy as np
 
-from kerasmyelin.synth.growth import LOG_SD, brain_volume_ml
+from kerasmyelin.synth.growth import LARGEST_INFANT_BRAIN_ML, LOG_SD, brain_volume_ml
 from tests.conftest import VOLUMES_CSV, require_shared
 
 
@@ -38,3 +38,8 @@ def test_curve_grows_and_stays_positive_below_term():
     m = np.linspace(-2, 24, 50)
     v = brain_volume_ml(m)
     assert np.all(np.diff(v) > 0) and v[0] > 200
+
+
+def test_largest_infant_brain_is_the_files():
+    """The size flag of the whole-brain pipeline starts from this number (wholebrain.plausibility)."""
+    assert LARGEST_INFANT_BRAIN_ML == max(_real_volumes()[1])

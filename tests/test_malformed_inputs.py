@@ -7,7 +7,9 @@ experiment YAML) and returns the command to run, the file the message must name 
 the message must contain. ``test_the_valid_inputs_are_accepted`` shows that the unspoilt inputs
 go through, so every refusal below is caused by its one defect. The size bombs run in a child
 process whose address space is capped, so any multi-GB allocation would fail the test.
-docs/reliability.md lists the cases and their messages.
+:data:`FLAGGED` holds inputs that are estimated but never graded (an adult-sized head), and
+``test_swap_contrasts_reads_files_labelled_the_wrong_way_round`` the way to read a pair that
+:data:`CASES` refuses as swapped. docs/reliability.md lists the cases and their messages.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ pytest.importorskip("keras")
 from kerasmyelin.cli.main import main
 from kerasmyelin.io.model_files import record
 from kerasmyelin.io.nifti import nifti_bytes, write_nifti
+from kerasmyelin.wholebrain.contrast_order import MIN_SCORE
+from kerasmyelin.wholebrain.plausibility import MIN_NEIGHBOUR_R
 from tests.conftest import REPO, learnable_tenslice
 
 # Address-space cap for the size bombs: enough for Python, numpy, scipy and nibabel, far below
@@ -39,16 +43,24 @@ SHAPE = (48, 56, 20)
 VOXEL_MM = (2.5, 2.5, 5.0)
 
 
-def head(shape=SHAPE, centre_mm=(0.0, 0.0, 0.0), seed=0):
-    """A synthetic head: a bright, textured ellipsoid with noise. Returns (data, affine)."""
+def head(shape=SHAPE, centre_mm=(0.0, 0.0, 0.0), seed=0, size=1.0):
+    """A synthetic T1w head, ``size`` times a small infant's (100 x 124 x 90 mm): dark CSF in the
+    middle, where the level finder puts the ventricles, textured tissue around it, a bright
+    (fatty) scalp, noise everywhere. Returns (data, affine)."""
     rng = np.random.default_rng(seed)
     affine = np.diag([*VOXEL_MM, 1.0])
     affine[:3, 3] = [-(n - 1) * v / 2 for n, v in zip(shape, VOXEL_MM)]
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
     xyz = ijk @ affine[:3, :3].T + affine[:3, 3] - np.asarray(centre_mm)
-    r = np.sqrt(((xyz / np.array([50.0, 62.0, 45.0])) ** 2).sum(-1))
-    data = np.where(r < 1, 400 + 300 * np.cos(3 * r), 0) + rng.normal(0, 10, shape)
-    return np.abs(data).astype(np.float32), affine
+    r = np.sqrt(((xyz / (size * np.array([50.0, 62.0, 45.0]))) ** 2).sum(-1))
+    data = np.select([r < 0.3, r < 0.9, r < 1], [150.0, 450 + 120 * np.cos(12 * r), 900.0], 0.0)
+    return np.abs(data + rng.normal(0, 10, shape)).astype(np.float32), affine
+
+
+def t2_of(data):
+    """The T2w of a :func:`head`: its head's intensities inverted (CSF bright, scalp dark), the
+    background's noise kept."""
+    return np.where(data > 50, 1000.0 - data, data).astype(np.float32)
 
 
 def _gz_header_edit(path: Path, **fields):
@@ -110,7 +122,7 @@ class Scene:
         anat.mkdir(parents=True)
         data, affine = head()
         self.t1, _ = write_nifti(anat / "sub-01_T1w.nii.gz", data, affine)
-        self.t2, _ = write_nifti(anat / "sub-01_T2w.nii.gz", (1000.0 - data) * (data > 50), affine)
+        self.t2, _ = write_nifti(anat / "sub-01_T2w.nii.gz", t2_of(data), affine)
         self.participants = self.bids / "participants.tsv"
         self.participants.write_text("participant_id\tage_months\nsub-01\t6.5\n")
         self.levels = self.root / "levels.tsv"
@@ -122,9 +134,21 @@ class Scene:
         return ["prepare", "--bids", str(self.bids), "--levels", str(self.levels), "--out", str(self.out),
                 "--quiet", *extra]
 
-    def predict_pair(self, model=None, t1=None, extra=()):
+    def predict_pair(self, model=None, t1=None, extra=(), t2=None):
         return ["predict", "--model", str(model or self.assets["model"]), "--t1", str(t1 or self.t1),
-                "--t2", str(self.t2), "--no-saliency", "--out", str(self.out), *extra]
+                "--t2", str(t2 or self.t2), "--no-saliency", "--out", str(self.out), *extra]
+
+    def write_pair(self, t1, t2=None, affine=None):
+        """Replace both images: ``t2`` defaults to the T2w of ``t1`` (:func:`t2_of`)."""
+        affine = head()[1] if affine is None else affine
+        write_nifti(self.t1, t1, affine)
+        write_nifti(self.t2, t2_of(t1) if t2 is None else t2, affine)
+
+    def swap_files(self):
+        """The T1w's bytes in the T2w's file and the other way round: labelled the wrong way round."""
+        t1, t2 = self.t1.read_bytes(), self.t2.read_bytes()
+        self.t1.write_bytes(t2)
+        self.t2.write_bytes(t1)
 
     def predict_list(self, flag, source):
         # A list that cannot be read stops the command before the model is loaded.
@@ -207,7 +231,7 @@ def _rewrite_pair(s, scale=1.0, unit="mm", repeat_z=1):
     slices repeated ``repeat_z`` times: the pair still matches, so only its geometry is wrong."""
     data, affine = head()
     affine = affine @ np.diag([scale, scale, scale, 1.0])
-    for path, volume in ((s.t1, data), (s.t2, (1000.0 - data) * (data > 50))):
+    for path, volume in ((s.t1, data), (s.t2, t2_of(data))):
         path.write_bytes(gzip.compress(nifti_bytes(np.concatenate([volume] * repeat_z, axis=2), affine, unit)))
 
 
@@ -448,8 +472,75 @@ def different_heads_keeps_earlier_output(s):
 def fields_of_view_apart(s):
     data, affine = head()
     affine[:3, 3] += [0.0, 0.0, 400.0]
-    write_nifti(s.t2, data, affine)
+    write_nifti(s.t2, t2_of(data), affine)
     return Expect(s.predict_pair(), s.t2, "field of view covers only")
+
+
+# Issue 19: inputs that got an age. Each is refused in the whole-brain pipeline's checks
+# (wholebrain.plausibility, wholebrain.contrast_order) before anything is written.
+
+def contrasts_swapped(s):
+    s.swap_files()  # issue 19: a 9.4-month-old read as 4.2 months
+    return Expect(s.predict_pair(), s.t1, "the T1w and T2w look swapped")
+
+
+def contrasts_swapped_keeps_earlier_output(s):
+    s.swap_files()
+    return Expect(s.predict_pair(extra=s.earlier_output("subject")), s.t1, "the T1w and T2w look swapped")
+
+
+def same_file_as_both_contrasts(s):
+    return Expect(s.predict_pair(t2=s.t1), s.t1, "is the same file as the T1w")
+
+
+def identical_voxels_in_two_files(s):
+    s.t2.write_bytes(s.t1.read_bytes())
+    return Expect(s.predict_pair(), s.t2, "has exactly the same voxels as the T1w")
+
+
+def two_t1w_images(s):
+    write_nifti(s.t2, head(seed=3)[0], head()[1])  # a second T1w of the same head: other noise
+    return Expect(s.predict_pair(), s.t1, "cannot tell which image is the T1w")
+
+
+def noise_filling_the_volumes(s):
+    rng = np.random.default_rng(0)
+    s.write_pair(*(rng.random(SHAPE, np.float32) * 1000 for _ in range(2)))
+    return Expect(s.predict_pair(), s.t1, "looks like random noise, not an MR image of a head")
+
+
+def noise_block_in_zeros(s):
+    # A head-sized block in an exact-zero background reads as skull-stripped, where the same-head
+    # check compares outlines only: it got 3.3 months (issue 19).
+    rng = np.random.default_rng(0)
+    blocks = []
+    for _ in range(2):
+        block = np.zeros(SHAPE, np.float32)
+        block[6:42, 6:50, 2:18] = rng.random((36, 44, 16)) * 1000 + 1
+        blocks.append(block)
+    s.write_pair(*blocks)
+    return Expect(s.predict_pair(), s.t1, "looks like random noise, not an MR image of a head")
+
+
+def voxels_of_50_mm(s):
+    _rewrite_pair(s, 20.0)  # 50 x 50 x 100 mm, on both contrasts
+    return Expect(s.predict_pair(), s.t1, "voxel sizes 50x50x100 mm are outside the 0.1 to 10 mm")
+
+
+def voxels_too_coarse_for_an_infant_head(s):
+    _rewrite_pair(s, 1.6)  # 4 x 4 x 8 mm: a scanner's, not an infant head scan's
+    return Expect(s.predict_pair(), s.t1, "voxels of 4x4x8 mm are too coarse for an infant head scan")
+
+
+def field_of_view_too_small_for_an_infant_head(s):
+    _rewrite_pair(s, 0.3)  # 36 x 42 x 30 mm
+    return Expect(s.predict_pair(), s.t1, "too small for an infant head")
+
+
+def swap_contrasts_with_a_list(s):
+    listing = s.root / "scans.csv"
+    listing.write_text(f"subject,t1w,t2w\nsub-01,{s.t1},{s.t2}\n")
+    return Expect(s.predict_list("--csv", listing) + ["--swap-contrasts"], "--swap-contrasts", "is for one infant")
 
 
 def model_of_another_architecture(s):
@@ -584,7 +675,38 @@ CASES = {
     "voxel size no scanner uses (0.01 mm)": voxel_size_no_scanner_uses,
     "voxel sizes in metres": voxel_sizes_in_metres,
     "field of view no head has (600 mm)": field_of_view_not_a_head,
+    "T1w and T2w swapped": contrasts_swapped,
+    "T1w and T2w swapped, earlier output kept": contrasts_swapped_keeps_earlier_output,
+    "one file given as both contrasts": same_file_as_both_contrasts,
+    "two files with identical voxels": identical_voxels_in_two_files,
+    "two T1w images": two_t1w_images,
+    "random noise filling both volumes": noise_filling_the_volumes,
+    "head-sized blocks of random noise in zeros": noise_block_in_zeros,
+    "50 mm voxels on both contrasts": voxels_of_50_mm,
+    "voxels too coarse for an infant head (4 mm)": voxels_too_coarse_for_an_infant_head,
+    "field of view too small for an infant head (36 mm)": field_of_view_too_small_for_an_infant_head,
+    "--swap-contrasts with a list": swap_contrasts_with_a_list,
 }
+
+
+@dataclass
+class Flagged:
+    argv: list[str]
+    reason: str         # result.json's grade_reason
+    phrase: str         # what grade_reason_text (and the printed line) must say
+
+
+ADULT_SHAPE = (84, 100, 40)  # 210 x 250 x 200 mm
+
+
+def adult_sized_head(s):
+    # Issue 19: an adult's brain was estimated at 14 months and graded like an infant's.
+    data, affine = head(shape=ADULT_SHAPE, size=1.9)
+    s.write_pair(data, affine=affine)
+    return Flagged(s.predict_pair(), "brain_size_outside_infants", "is far larger than an infant's of 0-24 months")
+
+
+FLAGGED = {"adult-sized head": adult_sized_head}
 
 
 def _snapshot(folder: Path):
@@ -649,6 +771,39 @@ def test_unreadable_file_is_refused_naming_it(assets, tmp_path, capsys, monkeypa
     assert not scene.out.exists()
 
 
+@pytest.mark.parametrize("name", list(FLAGGED))
+def test_flagged_input_is_estimated_but_never_graded(name, assets, tmp_path, capsys):
+    """Inputs that may be an infant's but are unlike any (an adult-sized brain): estimated, the grade
+    withheld with its reason whether or not a corrected age is given, and the terminal says why."""
+    from kerasmyelin.inference.normative import NOT_GRADED
+
+    scene = Scene(tmp_path, assets)
+    flag = FLAGGED[name](scene)
+    assert main(flag.argv) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((scene.out / "result.json").read_text())
+    assert result["grade"] == NOT_GRADED and result["grade_reason"] == flag.reason, result
+    assert flag.phrase in result["grade_reason_text"], result["grade_reason_text"]
+    assert f"NOT GRADED: check the input ({result['grade_reason_text']})" in printed, printed
+    assert (scene.out / "report.png").is_file()
+
+
+def test_swap_contrasts_reads_files_labelled_the_wrong_way_round(assets, tmp_path, capsys):
+    """--swap-contrasts on a pair given the wrong way round gives exactly the right-way-round result."""
+    scene = Scene(tmp_path, assets)
+    scene.out = tmp_path / "right"
+    assert main(scene.predict_pair()) == 0
+    scene.swap_files()
+    scene.out = tmp_path / "swapped"
+    assert main(scene.predict_pair(extra=["--swap-contrasts"])) == 0
+    assert "was read as the T1w" in capsys.readouterr().out
+    right, swapped = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("right", "swapped"))
+    assert swapped["estimate_months"] == right["estimate_months"]
+    assert swapped["qc"]["contrasts_swapped_on_request"] and not right["qc"]["contrasts_swapped_on_request"]
+    a, b = np.load(tmp_path / "right" / "slices.npz"), np.load(tmp_path / "swapped" / "slices.npz")
+    assert all(np.array_equal(a[n], b[n]) for n in a.files)
+
+
 def test_there_are_at_least_25_cases():
     assert len(CASES) >= 25
 
@@ -660,7 +815,11 @@ def test_the_valid_inputs_are_accepted(assets, tmp_path, capsys):
     assert (scene.out / "tenslice.npz").is_file()
     scene.out = tmp_path / "pair"
     assert main(scene.predict_pair()) == 0
-    assert json.loads((scene.out / "result.json").read_text())["estimate_months"] is not None
+    result = json.loads((scene.out / "result.json").read_text())
+    assert result["estimate_months"] is not None and result["grade"] is None  # no age: no grade
+    # The issue-19 checks pass it: each case above is refused for its one defect.
+    assert result["qc"]["contrast_order"]["score"] >= MIN_SCORE and result["qc"]["grade_withheld"] is None
+    assert min(result["qc"]["noise"].values()) >= MIN_NEIGHBOUR_R
     code, err = _run_capped(["prepare", "--bids", str(scene.bids), "--levels", str(scene.levels),
                              "--out", str(tmp_path / "capped"), "--quiet"])
     assert code == 0, err

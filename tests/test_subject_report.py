@@ -170,6 +170,23 @@ def test_a_withheld_grade_is_a_grey_box_with_its_reason_never_green(tmp_path, gr
         assert (green > 500) == (grade == WITHIN)
 
 
+def test_an_input_checks_withheld_grade_shows_without_age_or_norms(tmp_path):
+    """Issue 19: an adult-sized brain is "not graded" with no corrected age and a model without norms:
+    the grey box and its reason, not "Not graded: no corrected age given"."""
+    from kerasmyelin.inference.normative import BRAIN_SIZE
+
+    images, heat, _ = inputs()
+    why = "the brain (about 1,894 mL) is far larger than an infant's of 0-24 months"
+    r = result(interval_months=None, interval_level=None, age_months=None, gap_months=None, corrected_gap_months=None,
+               grade=NOT_GRADED, grade_reason=BRAIN_SIZE, grade_reason_text=why, grade_rule=None)
+    png, pdf = render_subject_report(r, images, heat, None, tmp_path / "r.png", tmp_path / "r.pdf")
+    text = " ".join(pdf_text(pdf.read_bytes()))
+    assert "NOT GRADED: check the input" in text and "Why: the brain" in text
+    assert "no corrected age given" not in text and pixels(png, GRADE_COLOURS[NOT_GRADED]) > 500
+    with pytest.raises(ValueError, match="without a corrected age"):  # other grades still need the age
+        render_subject_report(dict(r, grade=WITHIN), images, heat, None, tmp_path / "x.png", tmp_path / "x.pdf")
+
+
 def test_a_withheld_grade_needs_its_reason(tmp_path):
     images, heat, normative = inputs()
     with pytest.raises(ValueError, match="without its reason"):

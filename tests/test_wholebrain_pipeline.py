@@ -18,6 +18,7 @@ from kerasmyelin.evaluation.subject_report import GRADE_COLOURS
 from kerasmyelin.inference.normative import (
     AGE_OUTSIDE,
     BEYOND_BOUND,
+    BRAIN_SIZE,
     ESTIMATE_OUTSIDE,
     GRADES,
     NOT_GRADED,
@@ -213,6 +214,24 @@ def test_issue_19_result_and_report_withhold_the_grade_for_inputs_unlike_the_tra
     assert saved["grade"] == row["grade"] == NOT_GRADED and saved["grade_reason"] == row["grade_reason"] == reason
     assert saved["grade_reason_text"] and "NOT GRADED: check the input" in text and green == 0
     assert any("not graded" in w or "outside the ages" in w for w in saved["qc"]["warnings"])
+
+
+def test_an_adult_sized_brain_is_not_graded_even_with_a_typical_estimate(tmp_path):
+    """Issue 19: an adult's brain got an estimate of 14 months and a grade. The pipeline's size flag
+    (``qc["grade_withheld"]``) withholds it before the norms would grade it "within norms"."""
+    from kerasmyelin.wholebrain.plausibility import brain_size_warning
+
+    estimator, scan = _fake_estimator_and_scan()
+    why = brain_size_warning(1894.0)
+    scan.qc.update(grade_withheld={"reason": BRAIN_SIZE, "text": why}, warnings=[f"{why}: not graded"])
+    typical = float(estimator.normative.expected(14.0))
+    result, _ = estimate_subject(estimator, scan, subject="adult", age_months=14.0, saliency=None, estimate=typical)
+    assert abs(result["z"]) < 0.1  # the norms alone would say "within norms"
+    assert result["grade"] == NOT_GRADED and result["grade_reason"] == BRAIN_SIZE and result["grade_reason_text"] == why
+    write_subject_files(tmp_path, result, scan, None, estimator, report=True)
+    text = "\n".join(pdf_text((tmp_path / "report.pdf").read_bytes()))
+    assert "NOT GRADED: check the input" in text and "far larger than an infant" in text.replace("\n", " ")
+    assert pixels(tmp_path / "report.png", GRADE_COLOURS[WITHIN]) == 0
 
 
 def test_batch_summary_counts_every_grade():

@@ -7,6 +7,8 @@ mask. Both come from the ICBM 2009a symmetric files that ship with nilearn (noth
 download), loaded once per process by :func:`load_mni_priors`. The reference is the cerebrum
 only (:func:`mni_cerebrum_mask`) because the infant templates are cut below the midbrain;
 :mod:`kerasmyelin.atlas.alignment` gives the measurements behind that choice.
+:func:`ventricle_and_white_matter_points` marks where CSF and white matter lie, for the
+whole-brain pipeline's check of which image is the T1w (``wholebrain.contrast_order``).
 
 Units: world coordinates in mm (MNI, RAS); priors are probabilities in [0, 1].
 """
@@ -101,3 +103,83 @@ def load_mni_priors() -> MniPriors:
     for a in (gm, wm, brain, cerebrum, affine):
         a.setflags(write=False)
     return MniPriors(gm=gm, wm=wm, brain=brain, cerebrum=cerebrum, affine=affine)
+
+
+# Deep CSF: brain voxels this deep (mm) whose grey + white matter prior is below the cut-off (as in
+# experiments/probe_template_ventricles.py). Its pieces off the midline are the two lateral
+# ventricles (7.1 mL each in MNI); the largest piece, on the midline, is the fourth ventricle with
+# the cisterns around the brainstem (11.3 mL), which the infant templates cut off.
+VENTRICLE_DEPTH_MM = 12.0
+VENTRICLE_MAX_TISSUE = 0.3
+VENTRICLE_OFF_MIDLINE_MM = 5.0
+# Deep white matter: this sure, this deep, and this far from the ventricles (~300 mL in MNI).
+WHITE_MATTER_MIN_PRIOR = 0.9
+WHITE_MATTER_DEPTH_MM = 8.0
+WHITE_MATTER_VENTRICLE_GAP_MM = 4.0
+
+
+_CSF_POINTS: list[tuple[np.ndarray, np.ndarray]] = []
+
+
+def ventricle_and_white_matter_points() -> tuple[np.ndarray, np.ndarray]:
+    """MNI mm of the lateral ventricles and of deep white matter away from them.
+
+    The ventricles are the two largest connected pieces of deep, tissue-free brain whose centre
+    lies off the midline (14.3 mL); the white matter keeps every second voxel along each axis
+    (~37,000 points). Built once per process (~1.6 s, ~90 MB while it runs); worker processes
+    get the parent's through :func:`install_ventricle_and_white_matter_points`.
+
+    Returns:
+        (ventricles (N, 3), white matter (M, 3)) float32 MNI mm, read-only.
+    """
+    if not _CSF_POINTS:
+        install_ventricle_and_white_matter_points(_build_csf_points())
+    return _CSF_POINTS[0]
+
+
+def install_ventricle_and_white_matter_points(points: tuple[np.ndarray, np.ndarray]) -> None:
+    """Use points built elsewhere (a worker process's initializer)."""
+    kept = []
+    for p in points:
+        p = np.asarray(p, np.float32)
+        p.setflags(write=False)
+        kept.append(p)
+    _CSF_POINTS[:] = [(kept[0], kept[1])]
+
+
+def _build_csf_points() -> tuple[np.ndarray, np.ndarray]:
+    # From the bundled maps directly, not load_mni_priors: its cerebrum mask's temporaries cost
+    # ~300 MB, which the whole-brain pipeline (its only user) would add to a scan's peak memory.
+    t1, affine = load_mni("t1")
+    brain = t1 > 0
+    del t1
+    gm, _ = load_mni("gm")
+    wm, _ = load_mni("wm")
+    fluid = (gm + wm) < VENTRICLE_MAX_TISSUE
+    sure_white = wm > WHITE_MATTER_MIN_PRIOR
+    del gm, wm
+    # Depth on a 2 mm grid: eight times cheaper than at 1 mm, and 2 mm is finer than the cut-offs need.
+    coarse = ndi.distance_transform_edt(brain[::2, ::2, ::2], sampling=2.0)
+
+    def deeper_than(mm: float) -> np.ndarray:
+        full = np.repeat(np.repeat(np.repeat(coarse >= mm, 2, 0), 2, 1), 2, 2)
+        return full[tuple(slice(0, n) for n in brain.shape)]
+
+    csf = brain & fluid & deeper_than(VENTRICLE_DEPTH_MM)
+    labels, n = ndi.label(csf)
+    i, _, _ = np.nonzero(labels)
+    piece = labels[labels > 0]
+    sizes = np.bincount(piece, minlength=n + 1).astype(np.float64)
+    centre_x = np.bincount(piece, weights=i * affine[0, 0] + affine[0, 3], minlength=n + 1)
+    centre_x /= np.maximum(sizes, 1.0)
+    sizes[np.abs(centre_x) < VENTRICLE_OFF_MIDLINE_MM] = 0  # the midline piece, and the background (0)
+    largest = np.argsort(sizes)[::-1][:2]
+    ventricles = np.isin(labels, largest[sizes[largest] > 0])
+    del labels
+    near = ndi.binary_dilation(ventricles, iterations=int(WHITE_MATTER_VENTRICLE_GAP_MM))
+    white = sure_white & deeper_than(WHITE_MATTER_DEPTH_MM) & ~near & brain
+    sparse = np.zeros_like(white)
+    sparse[::2, ::2, ::2] = white[::2, ::2, ::2]
+    ventricle_points, white_points = ((np.argwhere(m) @ affine[:3, :3].T + affine[:3, 3]).astype(np.float32)
+                                      for m in (ventricles, sparse))
+    return ventricle_points, white_points

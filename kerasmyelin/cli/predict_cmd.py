@@ -26,7 +26,9 @@ models; its cross-validated estimates give the interval and the delay grades), a
 .keras file written by kerasmyelin. One infant writes OUT/result.json, OUT/report.png, OUT/report.pdf
 and OUT/slices.npz. --bids/--csv write OUT/predictions.csv (status and error per infant) and
 OUT/<subject>/result.json. A CSV list has columns subject,t1w,t2w[,age_months]. Ages are corrected
-ages in months. --out must lie outside the inputs (a BIDS folder's derivatives/ is fine). A batch is
+ages in months. A pair that looks swapped (CSF bright on the T1w), one image given twice, noise, or
+voxels no infant head scan has is refused (docs/inputs.md); --swap-contrasts reads one infant's files
+labelled the wrong way round. A brain far larger than an infant's is estimated but not graded. --out must lie outside the inputs (a BIDS folder's derivatives/ is fine). A batch is
 built in OUT.kerasmyelin-partial and replaces OUT when every infant is done; if it is interrupted,
 --resume continues it. Research use only.
 """
@@ -42,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--t2", help="the same infant's T2w NIfTI (with --t1)")
     p.add_argument("--age-months", type=float, help="corrected age in months (with --t1): gives the gap and the delay grade")
     p.add_argument("--subject", default="subject", help="label shown in the report (with --t1; default: 'subject')")
+    p.add_argument("--swap-contrasts", action="store_true",
+                   help="with --t1/--t2: the files are labelled the wrong way round; use the --t2 file as the T1w and "
+                        "the --t1 file as the T2w (a pair that looks swapped is refused otherwise)")
     p.add_argument("--skull-stripped", choices=("auto", "yes", "no"), default="auto",
                    help="are the images skull-stripped? auto: yes when >= 30%% of voxels are exactly the minimum")
     p.add_argument("--reports", action="store_true", help="with --bids/--csv: also write each infant's report")
@@ -72,6 +77,9 @@ def resolve_model_file(path: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.swap_contrasts and not args.t1:
+        raise InputError("--swap-contrasts is for one infant (--t1/--t2); in a list, swap the t1w and t2w cells or "
+                         "the files' names")
     if args.data is None:
         return _run_whole_brain(args)
     return _run_cache(args)
@@ -156,7 +164,8 @@ def _one_infant(args: argparse.Namespace, skull: bool | None, folder) -> int:
 
     estimator = _load_estimator(args)
     saliency = None if args.no_saliency else "integrated_gradients"
-    scan = prepare_scan(args.t1, args.t2, skull_stripped=skull, prep=estimator.prep_config)
+    scan = prepare_scan(args.t1, args.t2, skull_stripped=skull, prep=estimator.prep_config,
+                        swap_contrasts=args.swap_contrasts)
     result, attribution = estimate_subject(estimator, scan, subject=args.subject, age_months=args.age_months,
                                            saliency=saliency)
     written = [folder.path / n for n in write_subject_files(folder.work, result, scan, attribution, estimator)]
@@ -165,11 +174,14 @@ def _one_infant(args: argparse.Namespace, skull: bool | None, folder) -> int:
     if interval:
         line += f" ({result['interval_level']:.0%} interval {interval[0]:.1f} to {interval[1]:.1f})"
     if result["grade"] == NOT_GRADED:
-        line += (f"; corrected gap {result['corrected_gap_months']:+.1f} months; NOT GRADED: check the input "
-                 f"({result['grade_reason_text']})")
+        if result["corrected_gap_months"] is not None:
+            line += f"; corrected gap {result['corrected_gap_months']:+.1f} months"
+        line += f"; NOT GRADED: check the input ({result['grade_reason_text']})"
     elif result["grade"]:
         line += f"; corrected gap {result['corrected_gap_months']:+.1f} months: {result['grade']}"
     print(line)
+    if args.swap_contrasts:
+        print(f"note: as asked (--swap-contrasts), {args.t2} was read as the T1w and {args.t1} as the T2w")
     for w in result["qc"]["warnings"]:
         print(f"warning: {w}")
     print("wrote " + ", ".join(str(p) for p in written))

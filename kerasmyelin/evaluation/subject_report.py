@@ -49,7 +49,8 @@ def _check(result: dict, images: dict, heat: dict, normative: dict) -> None:
     grade = result["grade"]
     if grade is not None and grade not in GRADES:
         raise ValueError(f"unknown grade {grade!r}; expected one of {GRADES} or None")
-    if grade is not None and result.get("age_months") is None:
+    # "Not graded" may come from an input check (a brain far outside infant sizes), with no age or norms.
+    if grade not in (None, NOT_GRADED) and result.get("age_months") is None:
         raise ValueError(f"grade {grade!r} given without a corrected age (result['age_months'] is None)")
     if grade == NOT_GRADED and not (result.get("grade_reason_text") or result.get("grade_reason")):
         raise ValueError(f"grade {grade!r} given without its reason (result['grade_reason_text'])")
@@ -57,7 +58,7 @@ def _check(result: dict, images: dict, heat: dict, normative: dict) -> None:
         lo, hi = result["interval_months"]
         if not lo <= result["estimate_months"] <= hi:
             raise ValueError(f"the estimate {result['estimate_months']} lies outside its interval [{lo}, {hi}]")
-    elif grade is not None:
+    elif grade not in (None, NOT_GRADED):
         raise ValueError("a grade needs the norms, but no interval (no norms) was given")
     absent = [n for n in INPUT_NAMES if n not in images]
     if absent:

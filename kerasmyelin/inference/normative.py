@@ -70,7 +70,9 @@ infants' z have a root-mean-square of 1. In words, for a neuroradiologist:
   trained age (noise sd 2.9 months at 24 months there; the real runs' estimates flatten below
   24, so fewer), and ~2 % were older or younger than every infant of the other folds, a
   cross-fitting artefact that a model fitted on all of them does not meet.
-  ``cross_validate_normative`` measures both on a run ("not_graded_*").
+  ``cross_validate_normative`` measures both on a run ("not_graded_*"). The whole-brain
+  pipeline also withholds it, with or without a corrected age, for a brain far outside the
+  sizes of infants 0-24 months (``BRAIN_SIZE``; ``wholebrain.plausibility``).
 - **marked delay**: the estimated myelination age is lower, for this corrected age, than
   all but 1 % of the typical infants' (z at or below their empirical 1st percentile);
 - **possible delay**: lower than all but 5 % (z at or below their empirical 5th percentile);
@@ -127,11 +129,15 @@ FORMAT_VERSION = 2  # 2 added ahead_z; version-1 files still load, with AHEAD_Z
 WITHIN, AHEAD, POSSIBLE, MARKED = "within norms", "ahead of norms", "possible delay", "marked delay"
 NOT_GRADED = "not graded: check the input"
 GRADES: tuple[str, ...] = (WITHIN, AHEAD, POSSIBLE, MARKED, NOT_GRADED)
-# Why a grade was withheld, for machines (result.json "grade_reason", predictions.csv); checked in this order.
+# Why a grade was withheld, for machines (result.json "grade_reason", predictions.csv). ``gap`` checks
+# the first three in this order; the whole-brain pipeline's input checks add the last, which comes
+# before them (wholebrain.plausibility: a brain far outside infant sizes, an adult's say).
 AGE_OUTSIDE = "age_outside_trained_ages"
 ESTIMATE_OUTSIDE = "estimate_outside_trained_ages"
 BEYOND_BOUND = "z_beyond_bound"
-REASONS: tuple[str, ...] = (AGE_OUTSIDE, ESTIMATE_OUTSIDE, BEYOND_BOUND)
+BRAIN_SIZE = "brain_size_outside_infants"
+GAP_REASONS: tuple[str, ...] = (AGE_OUTSIDE, ESTIMATE_OUTSIDE, BEYOND_BOUND)
+REASONS: tuple[str, ...] = (BRAIN_SIZE, *GAP_REASONS)
 
 
 @dataclass(frozen=True)
@@ -287,7 +293,7 @@ class NormativeModel:
         Returns:
             {"gap_months": estimate - age, "corrected_gap_months": estimate - expected(age),
              "z": corrected gap / sd(age), "grade": one of ``GRADES``, "reason": why the grade was
-             withheld (one of ``REASONS``, the first that applies; None, or "" in arrays, when
+             withheld (one of ``GAP_REASONS``, the first that applies; None, or "" in arrays, when
              graded), "reason_text": the same in words, naming the bound crossed (None / ""),
              "percentile": 100 * Phi(z) (Gaussian; share of typical infants with a lower
              estimate), "extrapolated": age outside the typical infants' ages}.
@@ -302,7 +308,7 @@ class NormativeModel:
         z = corrected / self.gap_sd(a)
         extrapolated = (a < self.age_min) | (a > self.age_max)
         reason = np.select([extrapolated, (e < self.age_min) | (e > self.age_max), np.abs(z) > GRADE_BOUND_Z],
-                           list(REASONS), "")
+                           list(GAP_REASONS), "")
         graded = np.select([z <= self.marked_z, z <= self.possible_z, z >= self.ahead_z], [MARKED, POSSIBLE, AHEAD],
                            WITHIN)
         grade = np.where(reason != "", NOT_GRADED, graded)

@@ -210,20 +210,19 @@ def _read_into(fh, view: memoryview) -> int:
 
 
 def _read_data(img, path: Path, shape, dtype) -> np.ndarray:
-    """The voxels of a single-file NIfTI (.nii, or .nii.gz with ISA-L when present, ~4x faster
-    than Python's gzip), read and converted in pieces of :data:`READ_CHUNK_BYTES`.
+    """The voxels of a NIfTI file (.nii, .nii.gz, or the .img[.gz] of a .hdr/.img pair; gzip with
+    ISA-L when present, ~4x faster than Python's gzip), read and converted in pieces of
+    :data:`READ_CHUNK_BYTES`.
 
     Called only after the header passed its checks, so the size is bounded by MAX_VOXELS and
     by what the file can hold (``_check_data_fits``). Peak memory is the returned array (at most
-    ``MAX_VOXELS`` x 4 bytes of float32) plus one piece: no copy of the stored bytes is held.
-    Pairs (.hdr/.img) are read by nibabel.
+    ``MAX_VOXELS`` x 4 bytes of float32) plus one piece: no copy of the stored bytes is held, for
+    pairs too (through nibabel, a gzipped pair peaked at 4x its output).
 
     Returns:
         (X, Y, Z) array in ``dtype``, Fortran-ordered as stored.
     """
     data_file = Path(img.file_map["image"].filename or path)
-    if "header" in img.file_map:  # a .hdr/.img pair
-        return np.asarray(img.dataobj, dtype=dtype).reshape(shape)
     offset = int(img.dataobj.offset)
     stored = img.header.get_data_dtype()
     count = int(np.prod(shape, dtype=np.int64))

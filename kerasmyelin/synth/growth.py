@@ -17,6 +17,9 @@ V_INF_ML = 1218.96
 V_TERM_ML = 439.58
 TAU_MONTHS = 6.873
 LOG_SD = 0.091
+# The largest brain in the same file (mL; its 24-month visit, at 24.5 months): the upper end of
+# infant sizes that the whole-brain pipeline's size flag starts from (wholebrain.plausibility).
+LARGEST_INFANT_BRAIN_ML = 1413.9
 # Below term the exponential falls too steeply; fetal brains near term grow about 100 mL a
 # month (the fitted slope at term is 113 mL/month), so younger ages continue that slope.
 _SLOPE_AT_TERM = (V_INF_ML - V_TERM_ML) / TAU_MONTHS

@@ -131,14 +131,19 @@ def _end_with(parent: int) -> None:
     os._exit(1)
 
 
-def _start_worker(references, parent: int) -> None:
-    """A preparing process's initializer: the parent's reference masks, the imports up front, and
-    a watch that ends the process with its parent."""
+def _start_worker(references, parent: int, csf_points=None) -> None:
+    """A preparing process's initializer: the parent's reference masks (and the MNI ventricles of
+    the contrast check, which would cost each process ~2 s), the imports up front, and a watch
+    that ends the process with its parent."""
     threading.Thread(target=_end_with, args=(parent,), daemon=True, name="end-with-parent").start()
     import kerasmyelin.wholebrain.pipeline  # noqa: F401  (numpy, scipy, nibabel: ~1.5 s, now, not at the first infant)
     from kerasmyelin.wholebrain.level_finder import install_references
 
     install_references(references)
+    if csf_points is not None:
+        from kerasmyelin.atlas.priors import install_ventricle_and_white_matter_points
+
+        install_ventricle_and_white_matter_points(csf_points)
 
 
 class PreparingPool:
@@ -161,9 +166,12 @@ class PreparingPool:
         if workers < 2:
             raise ValueError(f"a preparing pool needs at least 2 processes, got {workers}")
         self.workers = workers
+        from kerasmyelin.atlas.priors import ventricle_and_white_matter_points
+
         references = {kind: reference_mask(kind) for kind in REFERENCES}  # built once, not per worker
         self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_start_worker, initargs=(references, os.getpid()))
+                                            initializer=_start_worker,
+                                            initargs=(references, os.getpid(), ventricle_and_white_matter_points()))
         for _ in range(workers):  # a process is spawned per submission while none is idle
             self.executor.submit(int)
 

@@ -76,6 +76,8 @@ class LevelFit:
         scale: fitted scales (MNI mm per subject mm) along x, y, z.
         reversed_dice: the overlap with the outline turned 180 degrees about the vertical, where
             ``dice`` was low enough to check (``FinderConfig.reversal_check_below``); else None.
+        reversed_to_mni: 4x4, subject world mm -> MNI mm as that turned fit reads it (None where
+            not checked); :attr:`mni_alignment` picks the better of the two.
     """
 
     subject_to_mni: np.ndarray
@@ -86,11 +88,19 @@ class LevelFit:
     scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
     landmarks_mm: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     reversed_dice: float | None = None
+    reversed_to_mni: np.ndarray | None = None
 
     @property
     def looks_reversed(self) -> bool:
         """The outline fits clearly better turned front to back: the header likely reverses them."""
         return self.reversed_dice is not None and self.reversed_dice > self.dice + REVERSAL_MARGIN
+
+    @property
+    def mni_alignment(self) -> np.ndarray:
+        """Subject world mm -> MNI mm as the anatomy lies: the turned fit where the header looks
+        reversed. The levels keep ``subject_to_mni`` (their z barely differs: the turn is about
+        the vertical); what lies in front of what, the ventricles' horns say, needs the turn."""
+        return self.reversed_to_mni if self.looks_reversed else self.subject_to_mni
 
     def slices(self, affine: np.ndarray, n_slices: int, source=None) -> dict[str, int]:
         """Level key -> nearest axial slice of a volume whose axis 2 runs up (RAS canonical).
@@ -186,15 +196,20 @@ class Outline:
     spacing: np.ndarray
     skull_stripped: bool
     step: tuple[int, int, int] = (1, 1, 1)
+    _distance: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def distance(self) -> np.ndarray:
-        """(N,) distance (mm) of each point to the outline's boundary."""
+        """(N,) distance (mm) of each point to the outline's boundary (computed once: the level
+        finder and the input checks all ask for it). Read-only."""
         from scipy import ndimage
 
-        sub = self.inside.reshape(self.shape)
-        out = np.where(sub, ndimage.distance_transform_edt(sub, sampling=self.spacing),
-                       ndimage.distance_transform_edt(~sub, sampling=self.spacing))
-        return out.reshape(-1)
+        if self._distance is None:
+            sub = self.inside.reshape(self.shape)
+            out = np.where(sub, ndimage.distance_transform_edt(sub, sampling=self.spacing),
+                           ndimage.distance_transform_edt(~sub, sampling=self.spacing)).reshape(-1)
+            out.setflags(write=False)
+            self._distance = out
+        return self._distance
 
 
 def subject_outline(volume: np.ndarray, affine: np.ndarray, skull_stripped: bool,
@@ -343,13 +358,14 @@ def find_levels(volume: np.ndarray, affine: np.ndarray, *, skull_stripped: bool 
     kind = "cerebrum" if outline.skull_stripped else "head"
     distance = outline.distance()
     matrix, dice, params = align(outline.points, outline.inside, distance, kind, config)
-    reversed_dice = None
+    reversed_dice = reversed_to_mni = None
     if dice < config.reversal_check_below:
-        turned = outline.points * np.array([-1.0, -1.0, 1.0])
-        reversed_dice = align(turned, outline.inside, distance, kind, config)[1]
+        turn = np.diag([-1.0, -1.0, 1.0, 1.0])
+        turned_to_mni, reversed_dice, _ = align(outline.points @ turn[:3, :3], outline.inside, distance, kind, config)
+        reversed_to_mni = turned_to_mni @ turn
     inv = np.linalg.inv(matrix)
     landmarks = {lv.key: tuple(float(v) for v in (inv @ np.array([*lv.mni_landmark, 1.0]))[:3]) for lv in LEVELS}
     return LevelFit(subject_to_mni=matrix, z_mm={k: p[2] for k, p in landmarks.items()}, dice=dice,
                     reference=kind, rotation_deg=tuple(float(v) for v in params[3:6]),
                     scale=tuple(float(v) for v in params[:3]), landmarks_mm=landmarks,
-                    reversed_dice=reversed_dice)
+                    reversed_dice=reversed_dice, reversed_to_mni=reversed_to_mni)

@@ -56,8 +56,10 @@ class PreparedScan:
         levels: level key -> {"T1w": slice, "T2w": slice, "z_mm": world z of the landmark,
             "area": head area of the slice relative to the widest slice}.
         fit: the level finder's alignment.
-        qc: checks and facts: skull_stripped, is_3d, t2_resampled, same_head (dice, nmi),
-            warnings (list of str).
+        qc: checks and facts: skull_stripped, is_3d, t2_resampled, same_head (dice, nmi), noise
+            (neighbour correlation per image), contrast_order (``contrast_order.ContrastOrder``),
+            contrasts_swapped_on_request, brain_volume_ml, grade_withheld ({"reason", "text"}
+            when an input check withholds the grade, else None), warnings (list of str).
         seconds: wall time of each step.
     """
 
@@ -84,8 +86,17 @@ def _skull_stripped_margin(prep: PrepConfig) -> PrepConfig:
 
 
 def prepare_pair(pair: ScanPair, *, skull_stripped: bool | None = None, finder: FinderConfig = FinderConfig(),
-                 prep: PrepConfig = PrepConfig()) -> PreparedScan:
-    """Find the levels in a pair and prepare its ten images (see the module docstring)."""
+                 prep: PrepConfig = PrepConfig(), check_contrasts: bool = True) -> PreparedScan:
+    """Find the levels in a pair and prepare its ten images (see the module docstring).
+
+    ``check_contrasts``: refuse a pair whose T1w and T2w look swapped or show no infant tissue
+    contrast (:func:`.contrast_order.check_contrast_order`); the brain's size is always measured,
+    and a brain far outside infant sizes withholds the grade (:mod:`.plausibility`).
+    """
+    from kerasmyelin.inference.normative import BRAIN_SIZE
+    from kerasmyelin.wholebrain.contrast_order import check_contrast_order
+    from kerasmyelin.wholebrain.plausibility import brain_size_warning, brain_volume_ml
+
     seconds = {}
     t = time.perf_counter()
     if skull_stripped is None:
@@ -94,6 +105,11 @@ def prepare_pair(pair: ScanPair, *, skull_stripped: bool | None = None, finder: 
     fit = find_levels(pair.t1, pair.affine, skull_stripped=skull_stripped, config=finder, source=src,
                       outline=pair.t1_outline)
     seconds["find_levels"] = time.perf_counter() - t
+    t = time.perf_counter()
+    order = check_contrast_order(pair, fit, finder) if check_contrasts else None
+    volume_ml = brain_volume_ml(fit)
+    too_big_or_small = brain_size_warning(volume_ml)
+    seconds["check_contrasts"] = time.perf_counter() - t
     t = time.perf_counter()
     volumes = {"T1w": pair.t1, "T2w": pair.t2}
     affine = pair.affine
@@ -135,18 +151,36 @@ def prepare_pair(pair: ScanPair, *, skull_stripped: bool | None = None, finder: 
                         "orientation of the slices in the report before trusting the estimate")
     elif fit.dice < 0.85:
         warnings.append(f"the level finder's outline overlap is low ({fit.dice:.2f}); check the levels in the report")
+    if order is not None and not order.measured:
+        warnings.append("the lateral ventricles lie mostly outside the field of view, so which image is the T1w "
+                        "was not checked (CSF is dark on a T1w, bright on a T2w): check the slices in the report")
+    if too_big_or_small:
+        warnings.append(f"{too_big_or_small}: not graded")
     seconds["prepare"] = time.perf_counter() - t
     qc = {"skull_stripped": bool(skull_stripped), "is_3d": pair.is_3d, "t2_resampled": pair.t2_resampled,
           "slab_mm": SLAB_MM if pair.is_3d else round(float(abs(affine[2, 2])), 2),
-          "same_head": pair.same_head, "level_finder": fit.as_dict(), "warnings": warnings}
+          "same_head": pair.same_head, "noise": pair.noise,
+          "contrast_order": None if order is None else order.as_dict(), "contrasts_swapped_on_request": False,
+          "brain_volume_ml": round(volume_ml, 1),
+          "grade_withheld": {"reason": BRAIN_SIZE, "text": too_big_or_small} if too_big_or_small else None,
+          "level_finder": fit.as_dict(), "warnings": warnings}
     return PreparedScan(images, levels, fit, qc, seconds)
 
 
 def prepare_scan(t1_path: str | os.PathLike, t2_path: str | os.PathLike, *, skull_stripped: bool | None = None,
-                 finder: FinderConfig = FinderConfig(), prep: PrepConfig = PrepConfig()) -> PreparedScan:
-    """Load a T1w/T2w NIfTI pair, check it, find the levels and prepare the ten images."""
-    from kerasmyelin.io.nifti import load_volume
+                 finder: FinderConfig = FinderConfig(), prep: PrepConfig = PrepConfig(),
+                 swap_contrasts: bool = False) -> PreparedScan:
+    """Load a T1w/T2w NIfTI pair, check it, find the levels and prepare the ten images.
 
+    ``swap_contrasts``: the files are labelled the wrong way round; use ``t2_path`` as the T1w
+    and ``t1_path`` as the T2w (``predict --swap-contrasts``). The pair is then checked as used.
+    """
+    from kerasmyelin.io.nifti import load_volume
+    from kerasmyelin.wholebrain.plausibility import check_not_the_same_file
+
+    if swap_contrasts:
+        t1_path, t2_path = t2_path, t1_path
+    check_not_the_same_file(t1_path, t2_path)
     t = time.perf_counter()
     sources = {"T1w": str(t1_path), "T2w": str(t2_path)}
     pair = make_pair(load_volume(t1_path, keep_integers=True), load_volume(t2_path, keep_integers=True), sources,
@@ -154,6 +188,7 @@ def prepare_scan(t1_path: str | os.PathLike, t2_path: str | os.PathLike, *, skul
     loaded = time.perf_counter() - t
     scan = prepare_pair(pair, skull_stripped=pair.skull_stripped, finder=finder, prep=prep)
     scan.seconds = {"load": loaded, **scan.seconds}
+    scan.qc["contrasts_swapped_on_request"] = bool(swap_contrasts)
     return scan
 
 
@@ -343,6 +378,13 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
                           grade_reason_text=g["reason_text"], extrapolated=g["extrapolated"])
     elif age_months is not None:
         result["gap_months"] = round(estimate - float(age_months), 3)
+    # An input check's reason (an adult-sized brain) comes before the norms': the grade is withheld
+    # with or without a corrected age, so the estimate is never shown as a typical infant's.
+    withheld = scan.qc.get("grade_withheld")
+    if withheld:
+        from kerasmyelin.inference.normative import NOT_GRADED
+
+        result.update(grade=NOT_GRADED, grade_reason=withheld["reason"], grade_reason_text=withheld["text"])
     # Out-of-range or extreme estimates usually mean the scan is unlike the training infants; the
     # normative model withholds the grade for the same reasons (each warning is one of them).
     warnings = list(scan.qc["warnings"])

@@ -36,6 +36,7 @@ class ScanPair:
         sources: contrast -> file name (for messages).
         t2_resampled: True when the T2w was interpolated onto the T1w's grid.
         same_head: the measures of :func:`check_same_head`, when run.
+        noise: each image's neighbour correlation (``plausibility.check_not_noise``), when run.
         t1_outline: the T1w's ``level_finder.Outline`` made by that check, for reuse.
         skull_stripped: whether the pair is treated as skull-stripped (decided once, in make_pair).
     """
@@ -46,6 +47,7 @@ class ScanPair:
     sources: dict[str, str]
     t2_resampled: bool = False
     same_head: dict[str, float] | None = None
+    noise: dict[str, float] | None = None
     t1_outline: object = None
     skull_stripped: bool | None = None
 
@@ -93,7 +95,7 @@ def normalised_mutual_information(a: np.ndarray, b: np.ndarray, bins: int = 32) 
     return (entropy(joint.reshape(bins, bins).sum(1)) + entropy(joint.reshape(bins, bins).sum(0))) / max(h_ab, 1e-12) - 1
 
 
-def check_same_head(pair: ScanPair, skull_stripped: bool | None = None) -> dict[str, float]:
+def check_same_head(pair: ScanPair, skull_stripped: bool | None = None, outlines=None) -> dict[str, float]:
     """Refuse a T1w and T2w that do not show the same head in the same place.
 
     Two measures, sampled on the level finder's ~4 mm grid, calibrated with
@@ -109,19 +111,14 @@ def check_same_head(pair: ScanPair, skull_stripped: bool | None = None) -> dict[
       anatomy does not line up voxel for voxel). Refused below :data:`SAME_HEAD_MIN_NMI`. Not
       used for skull-stripped images, whose own template pairs score 0.02-0.11.
 
+    Args:
+        outlines: the two images' outlines (:func:`pair_outlines`) if already made.
+
     Returns:
         {"dice": ..., "nmi": ...} of the pair.
     """
-    from kerasmyelin.wholebrain.level_finder import (
-        looks_skull_stripped,
-        subject_outline,
-    )
-
-    if skull_stripped is None:
-        skull_stripped = pair.skull_stripped if pair.skull_stripped is not None else looks_skull_stripped(pair.t1)
-    first = subject_outline(pair.t1, pair.affine, skull_stripped, source=pair.sources.get("T1w"))
-    second = subject_outline(pair.t2, pair.affine, skull_stripped, source=pair.sources.get("T2w"))
-    pair.t1_outline = first  # the level finder reuses it
+    first, second = outlines or pair_outlines(pair, skull_stripped)
+    skull_stripped = first.skull_stripped
     a, b = first.inside, second.inside
     dice = 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
     sx, sy, sz = first.step
@@ -140,6 +137,22 @@ def check_same_head(pair: ScanPair, skull_stripped: bool | None = None) -> dict[
     return {"dice": round(dice, 4), "nmi": round(float(nmi), 4)}
 
 
+def pair_outlines(pair: ScanPair, skull_stripped: bool | None = None):
+    """The T1w's and the T2w's ``level_finder.Outline``; the T1w's is kept in ``pair.t1_outline``
+    for the level finder."""
+    from kerasmyelin.wholebrain.level_finder import (
+        looks_skull_stripped,
+        subject_outline,
+    )
+
+    if skull_stripped is None:
+        skull_stripped = pair.skull_stripped if pair.skull_stripped is not None else looks_skull_stripped(pair.t1)
+    first = subject_outline(pair.t1, pair.affine, skull_stripped, source=pair.sources.get("T1w"))
+    second = subject_outline(pair.t2, pair.affine, skull_stripped, source=pair.sources.get("T2w"))
+    pair.t1_outline = first
+    return first, second
+
+
 def _voxels(data: np.ndarray) -> np.ndarray:
     """Integer voxels as they are (every later step converts only what it samples), else float32."""
     data = np.asarray(data)
@@ -154,11 +167,19 @@ def make_pair(t1: tuple[np.ndarray, np.ndarray], t2: tuple[np.ndarray, np.ndarra
     Args:
         t1, t2: (data, affine) of each contrast, any orientation.
         sources: contrast -> file name, for messages.
-        check: run :func:`check_same_head` (its measures land in ``pair.same_head``).
+        check: run the input checks: infant head geometry and not one image twice (on the files
+            as given), then not noise and :func:`check_same_head` (their measures land in
+            ``pair.noise`` and ``pair.same_head``); see :mod:`.plausibility`.
         skull_stripped: the user's answer, or None to decide from the T1w's background; the
             decision is kept in ``pair.skull_stripped`` so every later step uses the same one.
     """
+    from kerasmyelin.wholebrain import plausibility
+
     sources = dict(sources or {})
+    if check:
+        for (data, affine), contrast in ((t1, "T1w"), (t2, "T2w")):
+            plausibility.check_head_geometry(np.shape(data), affine, sources.get(contrast))
+        plausibility.check_not_the_same_image(t1[0], t2[0], sources)
     d1, a1 = to_canonical(_voxels(t1[0]), t1[1])
     d2, a2 = to_canonical(_voxels(t2[0]), t2[1])
     resampled = not same_grid(d1.shape, a1, d2.shape, a2)
@@ -182,7 +203,9 @@ def make_pair(t1: tuple[np.ndarray, np.ndarray], t2: tuple[np.ndarray, np.ndarra
         skull_stripped = looks_skull_stripped(pair.t1)
     pair.skull_stripped = bool(skull_stripped)
     if check:
-        pair.same_head = check_same_head(pair)
+        outlines = pair_outlines(pair)
+        pair.noise = plausibility.check_not_noise(pair, outlines)
+        pair.same_head = check_same_head(pair, outlines=outlines)
     return pair
 
 
