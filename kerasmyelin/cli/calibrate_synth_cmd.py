@@ -35,16 +35,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _months(text: str | None) -> tuple[int, ...]:
     from kerasmyelin.errors import ConfigError
-    from kerasmyelin.io.infant_templates import TEMPLATE_MONTHS
+    from kerasmyelin.io.infant_templates import TEMPLATE_MONTHS, parse_months
 
     if text is None:
         return tuple(TEMPLATE_MONTHS)
     try:
-        months = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
-    except ValueError:
-        raise ConfigError(f"--months: expected comma-separated whole months, got {text!r}") from None
-    bad = [m for m in months if m not in TEMPLATE_MONTHS]
-    if bad or len(months) < 2:
+        months = parse_months(text)
+    except ValueError as exc:
+        raise ConfigError(f"--months: {exc}") from None
+    if len(months) < 2:
         raise ConfigError(f"--months: give at least two of the template ages {list(TEMPLATE_MONTHS)}, got {text!r}")
     return months
 

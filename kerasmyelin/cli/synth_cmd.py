@@ -32,10 +32,12 @@ def _field_strengths(text: str) -> tuple[float, ...]:
 
 
 def months_list(text: str) -> tuple[int, ...]:
+    from kerasmyelin.io.infant_templates import parse_months
+
     try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole months, got {text!r}") from None
+        return parse_months(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

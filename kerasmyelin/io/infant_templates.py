@@ -26,6 +26,18 @@ TEMPLATE_MONTHS: tuple[int, ...] = (0, 6, 9, 12, 24)
 HEADER_CORRECTION = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+def parse_months(text: str) -> tuple[int, ...]:
+    """Template ages from a comma-separated list ("0,6,12"), sorted; a ValueError naming the text
+    when a value is not a whole month or not a template age."""
+    try:
+        months = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise ValueError(f"expected comma-separated whole months, got {text!r}") from None
+    if not months or any(m not in TEMPLATE_MONTHS for m in months):
+        raise ValueError(f"expected some of the template ages {list(TEMPLATE_MONTHS)}, got {text!r}")
+    return months
+
+
 def template_file(folder: str | os.PathLike, months: int, contrast: str) -> Path:
     """The file of one template; an InputError naming it when it is not there."""
     path = Path(folder) / f"Template-Month{months}-{contrast}.nii.gz"

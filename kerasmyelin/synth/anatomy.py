@@ -162,6 +162,22 @@ def build_anatomy(res_mm: float = 1.5) -> Anatomy:
     return layered_anatomy(wm, gm, brain, origin, res_mm)
 
 
+def head_layers(outside_mm: np.ndarray, step_mm: float, size: float = 1.0):
+    """(extra-axial CSF, skull, scalp) fractions at ``outside_mm`` mm outside the brain.
+
+    The layers' outer radii are the adult-scale ones above times ``size``; each boundary is a
+    partial-volume ramp one ``step_mm`` wide. Shared by the synthetic anatomy and by the real
+    templates put inside a simulated head (``validation.template_head``).
+    """
+    def ramp(r):
+        return np.clip((r * size - outside_mm) / step_mm + 0.5, 0, 1)
+
+    csf = ramp(EXTRA_AXIAL_CSF_MM)
+    skull = np.clip(ramp(SKULL_MM) - csf, 0, 1)
+    scalp = np.clip(ramp(SCALP_MM) - ramp(SKULL_MM), 0, 1)
+    return csf, skull, scalp
+
+
 def layered_anatomy(wm: np.ndarray, gm: np.ndarray, brain: np.ndarray, origin: np.ndarray,
                     res_mm: float) -> Anatomy:
     """An :class:`Anatomy` from brain tissue maps on the anatomy grid.
@@ -179,11 +195,7 @@ def layered_anatomy(wm: np.ndarray, gm: np.ndarray, brain: np.ndarray, origin: n
     wm = np.clip(np.minimum(wm, brain_f), 0, 1)
     gm = np.clip(np.minimum(gm, brain_f - wm), 0, 1)
     csf = np.clip(brain_f - gm - wm, 0.0, 1.0)
-    # Partial-volume ramps (one voxel wide) between the layers outside the brain.
-    ramp = lambda r: np.clip((r - outside_mm) / res_mm + 0.5, 0, 1)  # noqa: E731
-    outer_csf = ramp(EXTRA_AXIAL_CSF_MM) * (1 - brain_f)
-    skull = np.clip(ramp(SKULL_MM) - ramp(EXTRA_AXIAL_CSF_MM), 0, 1) * (1 - brain_f)
-    scalp = np.clip(ramp(SCALP_MM) - ramp(SKULL_MM), 0, 1) * (1 - brain_f)
+    outer_csf, skull, scalp = (layer * (1 - brain_f) for layer in head_layers(outside_mm, res_mm))
     csf = csf + outer_csf
     # Depth below the brain's outer surface: "central" and "peripheral" in the milestone table
     # mean deep (periventricular) and subcortical white matter.

@@ -168,8 +168,8 @@ def build_cohort(out: str | os.PathLike, config: CohortConfig = CohortConfig(), 
         tmp = folder.work
         anatomies = sorted({(s.anatomy, s.template_root) for s in specs})
         if progress and any(name != "mni" for name, _ in anatomies):
-            print(f"anatomy: {', '.join(name for name, _ in anatomies)} (scaffolds are segmented once, "
-                  f"~30 s each, then read from the cache)", file=sys.stderr, flush=True)
+            print(f"anatomy: {', '.join(name for name, _ in anatomies)} (a scaffold is segmented once, "
+                  f"then read from the cache)", file=sys.stderr, flush=True)
         warm_up(res_mm, anatomies)  # built once here, inherited by forked workers
         if shards is None:
             tasks = [(_make_subject, (s, str(tmp), prep, res_mm, volumes)) for s in specs]

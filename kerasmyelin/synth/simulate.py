@@ -174,15 +174,21 @@ def _signal_volumes(anat: TissueModel, spec: SubjectSpec, scanner: Scanner, rng)
     return out
 
 
+def constant_tissue_signals(field_strength: float, seq: Sequence) -> dict[str, float]:
+    """Signal of each tissue that does not mature (CSF, skull, fat, muscle, and the scalp's mix)."""
+    tissues = CONSTANT_TISSUES[field_strength]
+    const = {name: float(seq.signal(*(np.float32(v) for v in tissues[name]))) for name in tissues}
+    const["scalp"] = SCALP_FAT_FRACTION * const["fat"] + (1 - SCALP_FAT_FRACTION) * const["muscle"]
+    return const
+
+
 @functools.lru_cache(maxsize=16)
 def _constant_tissue_signal(res_mm: float, field_strength: float, seq: Sequence, anatomy: str = "mni",
                             templates: str = "") -> np.ndarray:
     """Signal of the tissues that do not mature (CSF, skull, scalp): the same for every infant
     of one anatomy scanned with the same sequence."""
     anat = tissue_model(res_mm, anatomy, templates)
-    tissues = CONSTANT_TISSUES[field_strength]
-    const = {name: float(seq.signal(*(np.float32(v) for v in tissues[name]))) for name in tissues}
-    const["scalp"] = SCALP_FAT_FRACTION * const["fat"] + (1 - SCALP_FAT_FRACTION) * const["muscle"]
+    const = constant_tissue_signals(field_strength, seq)
     vol = np.zeros(anat.shape, np.float32)
     for name in ("csf", "skull", "scalp"):
         vol += anat.fractions[name] * np.float32(const[name])

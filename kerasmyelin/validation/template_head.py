@@ -25,16 +25,16 @@ def _layer_signals(months: float, curves: str, protocol: str) -> dict[str, dict[
     """contrast -> tissue ("csf", "skull", "scalp") -> signal relative to cortex."""
     from kerasmyelin.synth.curves import curves_for
     from kerasmyelin.synth.maturation import grey_matter_times
-    from kerasmyelin.synth.relaxation import CONSTANT_TISSUES, SCALP_FAT_FRACTION, tissue_parameters
+    from kerasmyelin.synth.relaxation import tissue_parameters
     from kerasmyelin.synth.sequences import scanner_for
+    from kerasmyelin.synth.simulate import constant_tissue_signals
 
     tc = curves_for(curves)
     scanner = scanner_for(protocol, 3.0)
     gm = tissue_parameters("gm", 3.0, *grey_matter_times(np.float32(months), tc), tc)
     out = {}
     for contrast, seq in (("T1w", scanner.t1w), ("T2w", scanner.t2w)):
-        s = {k: float(seq.signal(*(np.float32(x) for x in v))) for k, v in CONSTANT_TISSUES[3.0].items()}
-        s["scalp"] = SCALP_FAT_FRACTION * s["fat"] + (1 - SCALP_FAT_FRACTION) * s["muscle"]
+        s = constant_tissue_signals(3.0, seq)
         cortex = float(seq.signal(*gm))
         out[contrast] = {k: s[k] / cortex for k in ("csf", "skull", "scalp")}
     return out
@@ -65,15 +65,9 @@ def with_simulated_head(t1w: np.ndarray, t2w: np.ndarray, affine: np.ndarray, mo
     outside = ndimage.distance_transform_edt(~brain, sampling=voxel).astype(np.float32)
     step = float(np.mean(voxel))
 
-    def ramp(r_mm):
-        return np.clip((r_mm * size - outside) / step + 0.5, 0, 1) * ~brain
-
-    csf = ramp(anatomy.EXTRA_AXIAL_CSF_MM)
-    skull = np.clip(ramp(anatomy.SKULL_MM) - csf, 0, 1)
-    scalp = np.clip(ramp(anatomy.SCALP_MM) - ramp(anatomy.SKULL_MM), 0, 1)
     # Only where the stripped image is empty: voxels the mask's opening dropped stay as they are.
-    empty = np.pad((np.asarray(t1w) == 0) & (np.asarray(t2w) == 0), pads, constant_values=True)
-    csf, skull, scalp = csf * empty, skull * empty, scalp * empty
+    empty = ~brain & np.pad((np.asarray(t1w) == 0) & (np.asarray(t2w) == 0), pads, constant_values=True)
+    csf, skull, scalp = (layer * empty for layer in anatomy.head_layers(outside, step, size))
     signals = _layer_signals(months, curves, protocol)
     out = []
     for contrast, data in (("T1w", t1w), ("T2w", t2w)):
