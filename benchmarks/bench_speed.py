@@ -73,7 +73,7 @@ def worker_train(variant: str, seconds: float, batch: int) -> dict:
     from kerasmyelin.models.myelin_cnn import build_myelin_cnn
     from kerasmyelin.runtime import state
     from kerasmyelin.training.config import TrainConfig
-    from kerasmyelin.training.fit import compile_for_training
+    from kerasmyelin.training.objective import compile_for_training
 
     data = _random_set(TRAIN_INFANTS)
     train = TrainConfig(batch_size=batch)

@@ -34,7 +34,7 @@ def main() -> None:
     from kerasmyelin.data.pipeline import make_dataset, steps_per_epoch
     from kerasmyelin.models.myelin_cnn import build_myelin_cnn
     from kerasmyelin.training.config import TrainConfig
-    from kerasmyelin.training.fit import compile_for_training
+    from kerasmyelin.training.objective import compile_for_training
 
     data = read_cache(args.data)
     train_idx, val_idx = np.arange(76), np.arange(76, 89)

@@ -34,8 +34,8 @@ def main() -> None:
     import kerasmyelin  # noqa: F401  (first: its TensorFlow settings apply before TensorFlow starts)
     from kerasmyelin.wholebrain.batch import PreparingPool, run_batch
     from kerasmyelin.wholebrain.manifest import Job
+    from kerasmyelin.wholebrain.estimator import TrainedEstimator
     from kerasmyelin.wholebrain.pipeline import (
-        TrainedEstimator,
         estimate_subject,
         prepare_scan,
         write_subject_outputs,

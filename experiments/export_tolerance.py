@@ -61,7 +61,7 @@ def main() -> None:
     from kerasmyelin.data.pipeline import model_inputs
     from kerasmyelin.export.formats import FORMATS, SUFFIXES, export_model
     from kerasmyelin.training.experiment import predict_ages
-    from kerasmyelin.wholebrain.pipeline import TrainedEstimator
+    from kerasmyelin.wholebrain.estimator import TrainedEstimator
 
     data = read_cache(args.data)
     inputs = model_inputs(data.images)

@@ -42,7 +42,8 @@ def main() -> None:
     print("warnings per template: " + ", ".join(str(len(r["warnings"])) for r in rows))
     if not args.cohort:
         return
-    from kerasmyelin.wholebrain.pipeline import TrainedEstimator, prepare_scan
+    from kerasmyelin.wholebrain.estimator import TrainedEstimator
+    from kerasmyelin.wholebrain.pipeline import prepare_scan
 
     prep = TrainedEstimator.from_path(args.model).prep_config
     cohort = Path(args.cohort)

@@ -43,6 +43,7 @@ def learnable_tenslice(folder: Path, n: int = 16, size: int = 32, seed: int = 0)
     import numpy as np
 
     from kerasmyelin.data.cache import write_cache
+    from kerasmyelin.data.prepare import PrepConfig
     from kerasmyelin.levels import INPUT_NAMES
 
     rng = np.random.default_rng(seed)
@@ -55,7 +56,9 @@ def learnable_tenslice(folder: Path, n: int = 16, size: int = 32, seed: int = 0)
         base[:, size // 4: 3 * size // 4, size // 4: 3 * size // 4] += signal
         images[name] = base
     ids = [f"sub-{i + 1:03d}" for i in range(n)]
-    return write_cache(folder, images, ids, ages, {"created_by": "kerasmyelin tests"})
+    # As every cache kerasmyelin prepares: its preparation settings, which a run trained on it records.
+    prep = PrepConfig(image_size=size).as_dict()
+    return write_cache(folder, images, ids, ages, {"created_by": "kerasmyelin tests", "prep_config": prep})
 
 
 @pytest.fixture(scope="session")

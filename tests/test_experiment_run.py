@@ -13,12 +13,9 @@ pytest.importorskip("keras")
 from kerasmyelin.cli.main import main  # noqa: E402
 from kerasmyelin.errors import ConfigError, InputError  # noqa: E402
 from kerasmyelin.training.config import load_experiment  # noqa: E402
-from kerasmyelin.training.experiment import (  # noqa: E402
-    gather_predictions,
-    open_run,
-    read_predictions,
-    run_fold,
-)
+from kerasmyelin.io.predictions import read_predictions  # noqa: E402
+from kerasmyelin.runs import RunFolder  # noqa: E402
+from kerasmyelin.training.experiment import open_run, run_fold  # noqa: E402
 from kerasmyelin.training.fit import load_trained  # noqa: E402
 from tests.conftest import REPO, SMOKE_YAML, learnable_tenslice  # noqa: E402
 
@@ -125,7 +122,7 @@ def test_evaluate_gathers_independently_trained_folds(tiny_tenslice, tmp_path):
     assert main(["train", *args, "--fold", "0"]) == 0
     assert main(["evaluate", "--out", str(out), "--no-train"]) == 0
     run, config, data, splits = open_run(out, None, None)
-    merged = gather_predictions(run, len(splits))
+    merged = RunFolder(run).gather_predictions(len(splits))
     assert sorted(merged["participant_id"].tolist()) == sorted(data.participant_id.tolist())
 
 
@@ -218,29 +215,18 @@ def test_unknown_member_is_refused_with_the_names(tiny_tenslice, tmp_path, capsy
     assert "no network 'middle'; its networks are simple" in capsys.readouterr().err
 
 
-def test_a_copied_run_is_served_with_its_own_preparation_settings_when_the_cache_is_gone(tmp_path):
-    from kerasmyelin.data.cache import write_cache
-    from kerasmyelin.data.prepare import PrepConfig
+def test_a_run_from_before_records_gains_its_record_when_reopened_with_its_cache(tmp_path):
     from kerasmyelin.training.config import load_experiment as load
-    from kerasmyelin.wholebrain.pipeline import _training_prep
 
-    source = learnable_tenslice(tmp_path / "learnable")
-    data = np.load(source / "tenslice.npz")
-    prep = PrepConfig(image_size=32, intensity_reference="brain_core").as_dict()
-    cache = tmp_path / "cache"
-    write_cache(cache, {k: data[k] for k in data.files if k not in ("participant_id", "age_months")},
-                data["participant_id"], data["age_months"], {"created_by": "kerasmyelin tests", "prep_config": prep})
+    cache = learnable_tenslice(tmp_path / "learnable")
     run = tmp_path / "run"
     open_run(run, load(SMOKE_YAML), cache)
     info = json.loads((run / "run.json").read_text())
-    assert info["prep_config"] == prep and info["image_size"] == 32 and len(info["inputs"]) == 10
-    ages = data["age_months"]
+    ages = np.load(cache / "tenslice.npz")["age_months"]
     assert info["trained_age_range_months"] == [round(float(ages.min()), 3), round(float(ages.max()), 3)]
-    copy = tmp_path / "copy"
-    shutil.copytree(run, copy)
-    shutil.rmtree(cache)  # the cache is gone: the copy still knows how to prepare a scan
-    assert _training_prep(copy / "fold-0" / "model.keras") == prep
-    # A run written before run.json carried them, with its cache gone: nothing to serve by.
-    del info["prep_config"]
-    (copy / "run.json").write_text(json.dumps(info))
-    assert _training_prep(copy / "fold-0" / "model.keras") is None
+    old = {k: info[k] for k in ("data", "sha256", "written_by")}
+    (run / "run.json").write_text(json.dumps(old))
+    # Served exactly from the very cache it was trained on (same sha256) while that is there ...
+    assert RunFolder(run).record().prep_config == info["prep_config"]
+    open_run(run, None, None)
+    assert json.loads((run / "run.json").read_text()) == info  # ... and recorded for good when reopened

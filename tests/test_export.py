@@ -23,7 +23,7 @@ from kerasmyelin.models.ensemble import build_ensemble
 from kerasmyelin.models.myelin_cnn import ModelConfig, build_myelin_cnn
 from kerasmyelin.training.callbacks import save_keras_atomic
 from kerasmyelin.training.config import TrainConfig
-from kerasmyelin.training.fit import compile_for_training
+from kerasmyelin.training.objective import compile_for_training
 
 from .conftest import SMOKE_YAML
 
@@ -116,11 +116,19 @@ print(json.dumps(out))
 
 
 def _fake_run(folder, fold_models: dict) -> None:
-    """A run folder holding only what model resolution reads: config.yaml and model files."""
+    """A run folder holding only what model resolution reads: config.yaml, run.json (its record)
+    and model files."""
+    from kerasmyelin.data.prepare import PrepConfig
+    from kerasmyelin.model_record import ModelRecord
+    from kerasmyelin.runs import RunFolder
+
     folder.mkdir()
     shutil.copy(SMOKE_YAML, folder / "config.yaml")
+    size = int(next(iter(fold_models.values())).inputs[0].shape[1]) if fold_models else 32
+    record = ModelRecord(prep_config=PrepConfig(image_size=size).as_dict(), image_size=size)
+    RunFolder(folder).write_info(folder / "no-cache", "0" * 64, record)
     for sub, model in fold_models.items():
-        save_keras_atomic(model, folder / sub / "model.keras")
+        save_keras_atomic(model, folder / sub / "model.keras", record=record.dumps())
 
 
 def test_keras_files_load_with_safe_mode_without_kerasmyelin(models, tmp_path, capsys):

@@ -35,11 +35,8 @@ from kerasmyelin.inference.normative import (
     read_normative,
     write_normative,
 )
-from kerasmyelin.training.experiment import (
-    PREDICTIONS_FILE,
-    fold_dir,
-    write_predictions,
-)
+from kerasmyelin.io.predictions import write_predictions
+from kerasmyelin.runs import RunFolder
 from kerasmyelin.training.splits import save_splits
 
 EXAMPLE_RUNS = Path("/tmp/km/main100")
@@ -307,7 +304,7 @@ def fake_run(folder: Path, n=60, folds=4, ensemble=False, skip_fold=None) -> Pat
         if ensemble:  # the exported gate estimate is predicted_months; the others must not be used
             columns.update(young_months=est[test] - 5, old_months=est[test] + 5, average_months=est[test] + 9,
                            gate_months=est[test])
-        write_predictions(fold_dir(folder, k) / PREDICTIONS_FILE, columns)
+        write_predictions(RunFolder(folder).predictions_file(k), columns)
     return folder
 
 

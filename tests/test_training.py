@@ -10,7 +10,8 @@ keras = pytest.importorskip("keras")
 from kerasmyelin.data.cache import read_cache  # noqa: E402
 from kerasmyelin.training.callbacks import read_history  # noqa: E402
 from kerasmyelin.training.config import load_experiment  # noqa: E402
-from kerasmyelin.training.fit import make_optimizer, train_network  # noqa: E402
+from kerasmyelin.training.fit import train_network
+from kerasmyelin.training.objective import make_optimizer  # noqa: E402
 from tests.conftest import SMOKE_YAML  # noqa: E402
 
 

@@ -29,9 +29,9 @@ from kerasmyelin.io.output_dir import output_kind
 from kerasmyelin.levels import INPUT_NAMES
 from kerasmyelin.wholebrain.batch import NO_GRADE, _row, grade_counts, grade_summary
 from kerasmyelin.wholebrain.manifest import Job
+from kerasmyelin.wholebrain.estimator import TrainedEstimator
 from kerasmyelin.wholebrain.pipeline import (
     PreparedScan,
-    TrainedEstimator,
     estimate_subject,
     prepare_scan,
     write_subject_files,

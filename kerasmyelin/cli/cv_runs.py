@@ -30,15 +30,18 @@ def cross_validate(out: Path, configs: dict, cache: Path, truth, prefix: str = "
     """Every fold of each experiment in ``out/{prefix}{key}`` (resumed where it stopped); returns
     (reports, predictions, number of infants) keyed like ``configs``."""
     from kerasmyelin.evaluation.report import format_summary, write_report
-    from kerasmyelin.training.experiment import gather_predictions, open_run, run_fold
+    from kerasmyelin.inference.normative import write_run_norms
+    from kerasmyelin.runs import RunFolder
+    from kerasmyelin.training.experiment import open_run, run_fold
 
     reports, predictions, n = {}, {}, 0
     for key, config in configs.items():
         run_dir, config, data, splits = open_run(out / f"{prefix}{key}", config, cache)
         for fold in range(len(splits)):
             run_fold(run_dir, config, data, splits, fold, progress=progress)
-        predictions[key] = gather_predictions(run_dir, len(splits))
+        predictions[key] = RunFolder(run_dir).gather_predictions(len(splits))
         reports[key] = write_report(run_dir, predictions[key], config, truth)
         n = int(data.participant_id.size)
         print(format_summary(reports[key]))
+        print(write_run_norms(run_dir))
     return reports, predictions, n

@@ -17,7 +17,8 @@ EXAMPLES = """examples:
   kerasmyelin evaluate --config experiments/paper_simple.yaml --data cohort/derivatives/tenslice --out runs/simple
   kerasmyelin evaluate --out runs/simple               # gather folds trained as separate jobs
   kerasmyelin evaluate --out runs/simple --no-train    # report only; fails if a network is missing
-Writes metrics.json and figure4.png in the run folder.
+Writes metrics.json, figure4.png and normative.json (the norms predict grades with, fitted
+once here on the out-of-fold estimates) in the run folder.
 """
 
 
@@ -28,8 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from kerasmyelin.evaluation.report import (
         METRICS_FILE,
         SCATTER_FILE,
@@ -37,33 +36,28 @@ def run(args: argparse.Namespace) -> int:
         synthetic_truth,
         write_report,
     )
-    from kerasmyelin.training.experiment import (
-        CONFIG_FILE,
-        PREDICTIONS_FILE,
-        fold_dir,
-        fold_missing,
-        gather_predictions,
-        open_run,
-        run_fold,
-        stored_data_dir,
-    )
+    from kerasmyelin.inference.normative import write_run_norms
+    from kerasmyelin.runs import RunFolder
+    from kerasmyelin.training.experiment import fold_missing, open_run, run_fold
 
-    if args.no_train and not (Path(args.out) / CONFIG_FILE).exists():
-        raise InputError(f"not a run folder (no {CONFIG_FILE}); --no-train only gathers existing folds",
-                         Path(args.out))
+    folder = RunFolder(args.out)
+    if args.no_train and not folder.is_run():
+        raise InputError(f"not a run folder (no {folder.config_file.name}); --no-train only gathers existing folds",
+                         folder.path)
     config = experiment_from_args(args)
     run_dir, config, data, splits = open_run(args.out, config, args.data)
     for fold in range(len(splits)):
         # With --no-train this still assembles a fold whose networks other jobs have finished.
         run_fold(run_dir, config, data, splits, fold, progress=not args.quiet, train=not args.no_train)
-    predictions = gather_predictions(run_dir, len(splits))
+    predictions = folder.gather_predictions(len(splits))
     if predictions is None:
-        missing = [f"{fold_dir(run_dir, k)} ({', '.join(fold_missing(run_dir, config, k))})"
-                   for k in range(len(splits)) if not (fold_dir(run_dir, k) / PREDICTIONS_FILE).exists()]
+        missing = [f"{folder.fold(k)} ({', '.join(fold_missing(run_dir, config, k))})"
+                   for k in range(len(splits)) if not folder.predictions_file(k).exists()]
         raise InputError(f"networks not trained yet: {'; '.join(missing)} (drop --no-train to train them)",
                          run_dir)
-    truth = synthetic_truth(stored_data_dir(run_dir))
+    truth = synthetic_truth(folder.data_dir())
     report = write_report(run_dir, predictions, config, truth)
     print(format_summary(report))
     print(f"wrote {run_dir / METRICS_FILE} and {run_dir / SCATTER_FILE}")
+    print(write_run_norms(run_dir))
     return 0

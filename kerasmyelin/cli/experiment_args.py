@@ -22,7 +22,7 @@ def experiment_from_args(args: argparse.Namespace):
     from pathlib import Path
 
     from kerasmyelin.training.config import load_experiment
-    from kerasmyelin.training.experiment import CONFIG_FILE
+    from kerasmyelin.runs import CONFIG_FILE
 
     stored = Path(args.out) / CONFIG_FILE
     base = args.config if args.config is not None else (stored if stored.exists() else None)

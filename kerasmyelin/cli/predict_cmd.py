@@ -22,8 +22,9 @@ EXAMPLES = """examples:
   kerasmyelin predict --model main/e100_ensemble --csv scans.csv --out preds --reports
   kerasmyelin predict --model runs/ens --data cohort/derivatives/tenslice --out predictions.csv
 --model takes a run folder (its model trained on all infants, RUN/full, or else the mean of its fold
-models; its cross-validated estimates give the interval and the delay grades), a fold folder or a
-.keras file written by kerasmyelin. One infant writes OUT/result.json, OUT/report.png, OUT/report.pdf
+models; the norms 'kerasmyelin evaluate' wrote give the interval and the delay grades), a fold folder
+or a .keras file written by kerasmyelin; each carries its preparation settings (a model from before
+they were recorded is refused unless --prep gives them). One infant writes OUT/result.json, OUT/report.png, OUT/report.pdf
 and OUT/slices.npz. --bids/--csv write OUT/predictions.csv (status and error per infant) and
 OUT/<subject>/result.json. A CSV list has columns subject,t1w,t2w[,age_months]. Ages are corrected
 ages in months. A pair that looks swapped (CSF bright on the T1w), one image given twice, noise, or
@@ -41,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     source.add_argument("--bids", help="BIDS raw folder: every subject/session with T1w and T2w")
     source.add_argument("--csv", help="CSV list with columns subject,t1w,t2w[,age_months]")
     source.add_argument("--data", help="ten-slice cache folder (tenslice.npz or shards.json, + manifest.json)")
+    p.add_argument("--prep", metavar="SETTINGS",
+                   help="only for a model from before models carried their preparation settings (it is refused "
+                        "otherwise): 'paper', the ten-slice cache it was trained on, or a YAML file of the settings")
     p.add_argument("--t2", help="the same infant's T2w NIfTI (with --t1)")
     p.add_argument("--age-months", type=float, help="corrected age in months (with --t1): gives the gap and the delay grade")
     p.add_argument("--subject", default="subject", help="label shown in the report (with --t1; default: 'subject')")
@@ -62,18 +66,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (--t1/--bids/--csv) or CSV to write (--data; default: print only)")
 
 
-def resolve_model_file(path: str) -> Path:
-    """A run folder, a fold folder or a .keras file -> the .keras file to load."""
-    from kerasmyelin.training.experiment import FULL, MODEL_FILE
+def prep_argument(args: argparse.Namespace) -> dict | None:
+    """``--prep``'s settings (``model_record.prep_from_argument``), or None when not given."""
+    from kerasmyelin.model_record import prep_from_argument
 
-    p = Path(path).expanduser()
-    for candidate in (p, p / MODEL_FILE, p / FULL / MODEL_FILE):
-        if candidate.is_file() and candidate.suffix == ".keras":
-            return candidate
-    if p.is_dir():
-        raise InputError(f"no trained model here (looked for {MODEL_FILE} and {FULL}/{MODEL_FILE}); "
-                         f"train one with 'kerasmyelin train --out {p}'", p)
-    raise InputError("not found or not a .keras file", p)
+    return None if getattr(args, "prep", None) is None else prep_from_argument(args.prep)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,9 +142,11 @@ def _run_whole_brain(args: argparse.Namespace) -> int:
 
 
 def _load_estimator(args: argparse.Namespace):
-    from kerasmyelin.wholebrain.pipeline import TrainedEstimator
+    from kerasmyelin.wholebrain.estimator import TrainedEstimator
 
-    estimator = TrainedEstimator.from_path(args.model)
+    estimator = TrainedEstimator.from_path(args.model, prep_argument(args))
+    if estimator.record_from == "--prep":
+        print(f"note: {args.model} carries no preparation settings; serving it with --prep {args.prep}")
     if estimator.normative is None:
         print(f"note: no normative model for {args.model} ({estimator.normative_report.get('unavailable', 'a single model file')}); "
               "estimates come without interval or delay grade")
@@ -192,19 +191,34 @@ def _run_cache(args: argparse.Namespace) -> int:
     import numpy as np
 
     from kerasmyelin.data.shards import open_tenslice
-    from kerasmyelin.training.experiment import predict_ages, write_predictions
-    from kerasmyelin.wholebrain.pipeline import load_checked_model
+    from kerasmyelin.io.predictions import looks_like_predictions, write_predictions
+    from kerasmyelin.runs import NoRecordError
+    from kerasmyelin.training.experiment import predict_ages
+    from kerasmyelin.wholebrain.estimator import TrainedEstimator
 
     if args.resume:
         raise InputError("--resume continues an interrupted batch (--bids or --csv)")
     if args.out:
         from kerasmyelin.io.output_dir import check_output_file
-        from kerasmyelin.training.experiment import looks_like_predictions
 
         check_output_file(args.out, overwrite=args.overwrite, inputs=[("--model", args.model), ("--data", args.data)],
                           looks_ours=looks_like_predictions)
-    model_file = resolve_model_file(args.model)
     data = open_tenslice(args.data)
+    cache_prep = data.manifest.get("prep_config")
+    try:
+        estimator = TrainedEstimator.from_path(args.model, prep_argument(args))
+    except NoRecordError:
+        if not isinstance(cache_prep, dict):
+            raise
+        # The slices are prepared already: the cache's settings are the ones this estimate uses.
+        estimator = TrainedEstimator.from_path(args.model, cache_prep)
+    if isinstance(cache_prep, dict):
+        want = estimator.prep_config.as_dict()
+        differ = sorted(k for k, v in want.items() if k != "image_size" and k in cache_prep and cache_prep[k] != v)
+        if differ:
+            raise InputError(f"the cache was prepared with other settings than the model was trained with "
+                             f"({', '.join(f'{k}: {cache_prep[k]!r}, model {want[k]!r}' for k in differ)}); prepare "
+                             f"it again with the model's settings", Path(args.data))
     ids = data.participant_id.tolist()
     if args.subjects:
         wanted = [s.strip() for s in args.subjects.split(",") if s.strip()]
@@ -214,12 +228,11 @@ def _run_cache(args: argparse.Namespace) -> int:
         positions = np.array([ids.index(s) for s in wanted])
     else:
         positions = np.arange(len(ids))
-    model = load_checked_model(model_file)
-    size = model.inputs[0].shape[1]
+    size = estimator.image_size
     if data.image_shape[0] != size:
         raise InputError(f"the model takes {size}x{size} images but the cache holds "
                          f"{data.image_shape[0]}x{data.image_shape[1]}", Path(args.data))
-    estimates = predict_ages(model, data, positions)
+    estimates = predict_ages(estimator.model, data, positions)
     columns = {"participant_id": data.participant_id[positions].tolist(),
                "age_months": data.age_months[positions].astype(np.float64),
                "predicted_months": estimates}

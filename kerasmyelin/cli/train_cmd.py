@@ -80,9 +80,8 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, strategy) -> int:
     from pathlib import Path
 
+    from kerasmyelin.runs import FULL, RUN_INFO
     from kerasmyelin.training.experiment import (
-        FULL,
-        RUN_INFO,
         fold_missing,
         member_names,
         open_run,

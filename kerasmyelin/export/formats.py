@@ -5,6 +5,12 @@ size, 1), and gives one output, ``OUTPUT_KEY``: (batch, 1) estimated myelination
 Each export is the graph of ``portable.portable_model`` (an ensemble is one graph), written under
 a temporary name, reloaded and compared with the Keras model on random images, and only then
 renamed into place: a failed or inexact export never lands at ``out``.
+
+Every export carries the model's record (``model_record``: preparation settings, image size,
+inputs, trained ages, norms), since a deployer must prepare slices exactly as in training:
+``assets.extra/kerasmyelin.json`` in a SavedModel (TensorFlow Serving ignores that folder),
+``metadata_props["kerasmyelin"]`` (JSON text) in an ONNX file, the archive member
+``kerasmyelin.json`` in a ``.keras`` file (Keras ignores it). ``read_export_record`` reads it back.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from kerasmyelin.errors import ConfigError, InputError, OutputError
+from kerasmyelin.io.model_files import embed_record
 from kerasmyelin.levels import INPUT_NAMES
+from kerasmyelin.model_record import ONNX_KEY, RECORD_NAME
 
 FORMATS = ("saved_model", "onnx", "keras")
 OUTPUT_KEY = "age_months"
@@ -72,7 +80,7 @@ class ExportResult:
 
 
 def export_model(model, out: str | os.PathLike, fmt: str, *, overwrite: bool = False,
-                 source: str = "", inputs=()) -> ExportResult:
+                 source: str = "", inputs=(), record=None) -> ExportResult:
     """Write ``model`` to ``out`` in format ``fmt``.
 
     Args:
@@ -83,6 +91,7 @@ def export_model(model, out: str | os.PathLike, fmt: str, *, overwrite: bool = F
         overwrite: replace an existing export at ``out``.
         source: where the model came from (recorded in the export's metadata).
         inputs: (label, path) pairs ``out`` must stay apart from (the model's files).
+        record: the model's ``ModelRecord``, stored in the export (see the module docstring).
 
     Raises:
         ConfigError: unknown format, or ONNX without its packages.
@@ -104,7 +113,9 @@ def export_model(model, out: str | os.PathLike, fmt: str, *, overwrite: bool = F
     probe = _probe_inputs(shape)
     expected = np.asarray(model(probe, training=False), dtype=np.float64)
     writer = {"saved_model": _write_saved_model, "onnx": _write_onnx, "keras": _write_keras}[fmt]
-    diff = writer(graph, out, probe, expected, shape=shape, source=source, overwrite=overwrite, inputs=inputs)
+    text = record.dumps() if record is not None else None
+    diff = writer(graph, out, probe, expected, shape=shape, source=source, overwrite=overwrite, inputs=inputs,
+                  record=text)
     return ExportResult(out, fmt, names, shape, OUTPUT_KEY, diff)
 
 
@@ -141,7 +152,7 @@ def _checked(fmt: str, got, expected: np.ndarray) -> float:
     return diff
 
 
-def _write_saved_model(graph, out: Path, probe, expected, *, shape, source, overwrite, inputs=()) -> float:
+def _write_saved_model(graph, out: Path, probe, expected, *, shape, source, overwrite, inputs=(), record=None) -> float:
     import keras
     import tensorflow as tf
 
@@ -167,6 +178,9 @@ def _write_saved_model(graph, out: Path, probe, expected, *, shape, source, over
                 "input_dtype": "float32", "output": OUTPUT_KEY, "output_unit": "months",
                 "max_abs_diff_months": diff}
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=1) + "\n")
+        if record is not None:
+            (tmp / "assets.extra").mkdir(exist_ok=True)
+            (tmp / "assets.extra" / RECORD_NAME).write_text(record)
         # `sha256sum -c SHA256SUMS` inside the folder shows that no file changed since export.
         # The output marker is not listed: it is the output folder's, and changes as the folder completes.
         lines = [f"{sha256_file(f)}  {f.relative_to(tmp).as_posix()}" for f in sorted(tmp.rglob("*"))
@@ -175,7 +189,7 @@ def _write_saved_model(graph, out: Path, probe, expected, *, shape, source, over
     return diff
 
 
-def _write_onnx(graph, out: Path, probe, expected, *, shape, source, overwrite, inputs=()) -> float | None:
+def _write_onnx(graph, out: Path, probe, expected, *, shape, source, overwrite, inputs=(), record=None) -> float | None:
     import tensorflow as tf
 
     from kerasmyelin import __version__
@@ -195,7 +209,7 @@ def _write_onnx(graph, out: Path, probe, expected, *, shape, source, overwrite, 
             graph.export(str(converted), format="onnx", verbose=False, input_signature=[spec])
         proto = onnx.load(str(converted))
     _name_onnx_graph(proto, {"written_by": f"kerasmyelin {__version__}", "source": source,
-                             "output_unit": "months"})
+                             "output_unit": "months", **({ONNX_KEY: record} if record is not None else {})})
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     diff = None
@@ -245,7 +259,30 @@ def _quiet_converter():
         logger.setLevel(level)
 
 
-def _write_keras(graph, out: Path, probe, expected, *, shape, source, overwrite, inputs=()) -> float:
+def read_export_record(path: str | os.PathLike):
+    """The ``ModelRecord`` an export carries (any of the three formats); None when it has none
+    (an export from before records). InputError naming the file when it cannot be read."""
+    from kerasmyelin.io.model_files import read_embedded_record
+    from kerasmyelin.model_record import ModelRecord
+
+    path = Path(path)
+    if path.is_dir():
+        file = path / "assets.extra" / RECORD_NAME
+        return ModelRecord.loads(file.read_text(), file) if file.is_file() else None
+    if path.suffix == ".onnx":
+        import onnx
+
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 -- protobuf raises several types for a damaged file
+            raise InputError(f"not a readable ONNX file ({type(exc).__name__})", path) from None
+        props = {p.key: p.value for p in proto.metadata_props}
+        return ModelRecord.loads(props[ONNX_KEY], path) if ONNX_KEY in props else None
+    text = read_embedded_record(path)
+    return None if text is None else ModelRecord.loads(text, path)
+
+
+def _write_keras(graph, out: Path, probe, expected, *, shape, source, overwrite, inputs=(), record=None) -> float:
     import keras
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -255,6 +292,8 @@ def _write_keras(graph, out: Path, probe, expected, *, shape, source, overwrite,
         # The graph holds only Keras classes, so this load needs nothing from kerasmyelin.
         reloaded = keras.models.load_model(str(tmp), compile=False, safe_mode=True)
         diff = _checked("keras", reloaded(probe, training=False), expected)
+        if record is not None:
+            embed_record(tmp, record)
         os.replace(tmp, out)
     finally:
         if tmp.exists():

@@ -574,27 +574,21 @@ def normative_from_run(run: str | os.PathLike, level: float = DEFAULT_LEVEL) -> 
             or fewer than ``MIN_INFANTS`` infants were predicted.
     """
     from kerasmyelin.evaluation.report import estimate_columns
+    from kerasmyelin.runs import SPLITS_FILE, RunFolder
     from kerasmyelin.training.config import load_experiment
-    from kerasmyelin.training.experiment import (
-        CONFIG_FILE,
-        PREDICTIONS_FILE,
-        SPLITS_FILE,
-        fold_dir,
-        gather_predictions,
-    )
     from kerasmyelin.training.splits import load_splits
 
-    run = Path(run).expanduser().absolute()
-    if not (run / CONFIG_FILE).is_file():
-        raise InputError(f"not a kerasmyelin run folder (no {CONFIG_FILE})", run)
-    if not (run / SPLITS_FILE).is_file():
+    folder = RunFolder(run)
+    run = folder.path
+    if not folder.is_run():
+        raise InputError(f"not a kerasmyelin run folder (no {folder.config_file.name})", run)
+    if not folder.splits_file.is_file():
         raise InputError(f"no {SPLITS_FILE}: run 'kerasmyelin evaluate' / train all folds first", run)
-    config = load_experiment(run / CONFIG_FILE)
-    splits = load_splits(run / SPLITS_FILE)
-    predictions = gather_predictions(run, len(splits))
+    config = load_experiment(folder.config_file)
+    splits = load_splits(folder.splits_file)
+    predictions = folder.gather_predictions(len(splits))
     if predictions is None:
-        missing = [fold_dir(run, k).name for k in range(len(splits))
-                   if not (fold_dir(run, k) / PREDICTIONS_FILE).exists()]
+        missing = folder.missing_predictions(len(splits))
         raise InputError(f"no out-of-fold predictions for {', '.join(missing)}: run 'kerasmyelin evaluate' / "
                          f"train all folds first", run)
     label, column = next(iter(estimate_columns(predictions, config).items()))
@@ -616,6 +610,25 @@ def normative_from_run(run: str | os.PathLike, level: float = DEFAULT_LEVEL) -> 
     report = {"run": str(run), "experiment": config.name, "estimate": label, "column": column,
               **cross_validate_normative(y, e, folds, level)}
     return model, report
+
+
+def write_run_norms(run: str | os.PathLike) -> str:
+    """Fit the run's normative model and write it into the run folder (``normative.json``), once,
+    for serving to read (``kerasmyelin evaluate`` calls this). Returns a line for the user: what
+    was written, or why no norms could be fitted (too few infants), in which case an older
+    ``normative.json`` is removed rather than left describing other predictions."""
+    from kerasmyelin.runs import RunFolder
+
+    folder = RunFolder(run)
+    try:
+        model, report = normative_from_run(folder.path)
+    except InputError as exc:
+        if folder.norms_file.exists():
+            folder.norms_file.unlink()
+        return f"no normative model ({exc}): estimates from this run come without interval or grade"
+    path = folder.write_norms(model, report)
+    return (f"wrote {path} (norms on {model.n} infants; held-out coverage {report['coverage']:.0%} of "
+            f"{model.level:.0%})")
 
 
 def write_normative(path: str | os.PathLike, model: NormativeModel, report: dict | None = None) -> Path:

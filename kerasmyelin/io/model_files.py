@@ -11,7 +11,10 @@ run before ``keras.models.load_model`` is called, and Keras itself then runs wit
 2. **Checksum manifest.** Each folder holding model files has a ``SHA256SUMS`` file (the format of
    ``sha256sum``) listing them; it is updated whenever kerasmyelin saves a model there and checked
    on every load. A model file it does not list, or one whose bytes changed, is refused.
-3. **Shape of the archive.** It must be a zip holding exactly the three members Keras writes.
+3. **Shape of the archive.** It must be a zip holding exactly the three members Keras writes,
+   plus, in files kerasmyelin wrote since it began recording them, ``kerasmyelin.json``: the
+   model's record (``model_record``: its preparation settings, trained ages, norms), which Keras
+   ignores. It is data only, read as JSON.
 
 A model from an older kerasmyelin, or one copied without its manifest, can be admitted on purpose
 with ``kerasmyelin trust FILE``: the allow-list check runs, the archive's CRC-32 checksums are
@@ -33,6 +36,8 @@ from kerasmyelin.io.atomic import sha256_file, write_text_atomic
 
 MANIFEST = "SHA256SUMS"
 ARCHIVE_MEMBERS = frozenset({"config.json", "model.weights.h5", "metadata.json"})
+RECORD_MEMBER = "kerasmyelin.json"  # optional: the model's record (model_record)
+MAX_RECORD_BYTES = 4 * 1024 * 1024  # a record with norms is ~20 kB
 # Everything the network, the ensemble, the fold average and the training compile config use.
 ALLOWED_CLASSES = frozenset({
     "Functional", "InputLayer", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Concatenate", "Average",
@@ -74,8 +79,9 @@ def check_archive(path: str | os.PathLike) -> dict:
                          "or damaged: copy it again" if truncated else "") + ")", path)
     with zipfile.ZipFile(path) as z:
         members = {i.filename for i in z.infolist()}
-        if members != ARCHIVE_MEMBERS:
-            extra, missing = sorted(members - ARCHIVE_MEMBERS), sorted(ARCHIVE_MEMBERS - members)
+        if members - {RECORD_MEMBER} != ARCHIVE_MEMBERS:
+            extra = sorted(members - ARCHIVE_MEMBERS - {RECORD_MEMBER})
+            missing = sorted(ARCHIVE_MEMBERS - members)
             raise InputError(f"not an archive kerasmyelin writes (unexpected members {extra}, missing {missing})", path)
         if z.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
             raise InputError("config.json is implausibly large for this network", path)
@@ -95,6 +101,39 @@ def check_archive(path: str | os.PathLike) -> dict:
         raise InputError(f"refers to code outside keras and kerasmyelin ({', '.join(modules)}); refusing to load it",
                          path)
     return config
+
+
+def embed_record(path: str | os.PathLike, text: str) -> None:
+    """Put (or replace) the record member in the ``.keras`` archive at ``path``, in place.
+
+    For a file not yet in place (a temporary sibling): the checksum is taken after this."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as z:
+        kept = [(i, z.read(i.filename)) for i in z.infolist() if i.filename != RECORD_MEMBER]
+    tmp = path.with_name(path.name + ".record.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w") as out:
+            for info, data in kept:
+                out.writestr(info, data)
+            out.writestr(RECORD_MEMBER, text, compress_type=zipfile.ZIP_DEFLATED)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_embedded_record(path: str | os.PathLike) -> str | None:
+    """The record member's text of the ``.keras`` archive at ``path``; None when it has none."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            if RECORD_MEMBER not in z.namelist():
+                return None
+            if z.getinfo(RECORD_MEMBER).file_size > MAX_RECORD_BYTES:
+                raise InputError(f"{RECORD_MEMBER} is implausibly large for a model record", path)
+            return z.read(RECORD_MEMBER).decode("utf-8")
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, zlib.error) as exc:
+        raise InputError(f"its {RECORD_MEMBER} cannot be read ({exc})", path) from None
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, str]:

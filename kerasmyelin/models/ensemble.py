@@ -11,6 +11,9 @@ here, in ``combine`` and nowhere else:
   from the younger to the older member.
 
 Which rule is better is measured by ``kerasmyelin evaluate``, not assumed.
+
+Beside the rule sits the other way models are combined here: ``fold_mean``, the mean of a run's
+fold models, served when a run has no model trained on every infant.
 """
 
 from __future__ import annotations
@@ -113,3 +116,22 @@ def build_ensemble(members, rule: str = "gate", blend_months=(8.0, 16.0), name: 
     estimates = [model(inputs) for _, model in members]
     age = combiner_layer(rule, blend_months)(estimates)
     return keras.Model(inputs=inputs, outputs=age, name=name)
+
+
+def fold_mean(models, name: str = "fold_average"):
+    """One functional Keras graph: the mean of several trained models' estimates (the fold
+    models of a cross-validated run without a model trained on every infant).
+
+    The models are renamed ``fold_{i}_{name}`` (nested models need distinct names)."""
+    import keras
+
+    if not models:
+        raise ValueError("fold_mean needs at least one model")
+    if len(models) == 1:
+        return models[0]
+    size = models[0].inputs[0].shape[1]
+    inputs = {n: keras.Input(shape=(size, size, 1), name=n) for n in INPUT_NAMES}
+    for i, m in enumerate(models):
+        m.name = f"fold_{i}_{m.name}"
+    out = keras.layers.Average(name="fold_mean")([m(inputs) for m in models])
+    return keras.Model(inputs, out, name=name)

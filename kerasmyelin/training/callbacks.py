@@ -30,21 +30,25 @@ CURVE_FILE = "learning_curve.png"
 TENSORBOARD_DIR = "tensorboard"
 
 
-def save_keras_atomic(model, path: str | os.PathLike) -> Path:
+def save_keras_atomic(model, path: str | os.PathLike, record: str | None = None) -> Path:
     """``model.save`` to a temporary sibling, then rename: a crash never leaves half a file. The
-    file's sha256 goes into its folder's ``SHA256SUMS``, which every load checks."""
-    from kerasmyelin.io.model_files import record
+    file's sha256 goes into its folder's ``SHA256SUMS``, which every load checks.
+
+    ``record``: the model's record (``ModelRecord.dumps()``), stored inside the archive."""
+    from kerasmyelin.io.model_files import embed_record, record as record_checksum
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     try:
         model.save(tmp)
+        if record is not None:
+            embed_record(tmp, record)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    record(path)
+    record_checksum(path)
     return path
 
 

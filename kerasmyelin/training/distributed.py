@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 from kerasmyelin.errors import ConfigError
-from kerasmyelin.training.fit import LOSS, METRIC
+from kerasmyelin.training.objective import LOSS, METRIC
 
 METRICS = ("loss", METRIC)  # the logs' keys, as fit names them
 

@@ -1,28 +1,13 @@
-"""An experiment's run folder: resolved config, data fingerprint, splits, and one folder per fold.
-
-```
-RUN/
-  config.yaml      the resolved ExperimentConfig (defaults + YAML + overrides)
-  run.json         which ten-slice cache (path and sha256) the run uses, and what serving needs
-                   from it: its preparation settings, image size, inputs and trained ages
-  splits.json      the cross-validation folds (by participant id), each with a validation share
-  fold-0/ ...      one per fold: a folder per network (simple, or the ensemble's members) with
-                   checkpoints, history.csv, learning_curve.png and tensorboard/; model.keras (the
-                   model evaluated: the network, or the ensemble as one graph); predictions.csv
-                   (the fold's test infants)
-  full/            the same, trained on every infant: the model to deploy
-```
+"""An experiment's run: train its folds into a run folder (layout: ``runs.RunFolder``).
 
 A fold whose ``predictions.csv`` exists is complete; rerunning the same command skips it, and a
 network killed mid-training resumes from its backup. Folds are independent jobs
-(``kerasmyelin train --fold K``) gathered by ``kerasmyelin evaluate``.
+(``kerasmyelin train --fold K``) gathered by ``kerasmyelin evaluate``. Every ``model.keras`` a
+fold writes carries the run's record (``model_record``) inside it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,23 +18,14 @@ from kerasmyelin.config import to_dict
 from kerasmyelin.data.cache import TenSliceSet
 from kerasmyelin.data.shards import open_tenslice, tenslice_file
 from kerasmyelin.errors import ConfigError, InputError, OutputError
-from kerasmyelin.io.atomic import sha256_file, write_bytes_atomic, write_text_atomic
+from kerasmyelin.io.atomic import sha256_file, write_text_atomic
 from kerasmyelin.io.output_dir import open_reopened
+from kerasmyelin.io.predictions import write_predictions
+from kerasmyelin.model_record import ModelRecord, record_from_cache_manifest
 from kerasmyelin.models.graph import graph_forward
+from kerasmyelin.runs import CONFIG_FILE, FULL, MODEL_FILE, PREDICTIONS_FILE, RUN_INFO, SPLITS_FILE, RunFolder
 from kerasmyelin.training.config import ExperimentConfig, load_experiment
 from kerasmyelin.training.splits import holdout, load_splits, make_folds, save_splits
-
-CONFIG_FILE = "config.yaml"
-RUN_INFO = "run.json"
-SPLITS_FILE = "splits.json"
-MODEL_FILE = "model.keras"
-PREDICTIONS_FILE = "predictions.csv"
-FULL = "full"
-
-
-def fold_dir(run: Path, fold: int | str) -> Path:
-    return run / (FULL if fold == FULL else f"fold-{int(fold)}")
-
 
 def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: str | os.PathLike | None):
     """Create a run folder, or reopen one and check it matches.
@@ -67,7 +43,8 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     """
     import yaml
 
-    run = Path(out).expanduser().absolute()
+    folder = RunFolder(out)
+    run = folder.path
     if run.exists() and not run.is_dir():
         raise OutputError(f"{run}: exists and is not a folder")
     stored_config = run / CONFIG_FILE
@@ -81,7 +58,7 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     elif config is None:
         raise InputError(f"not a kerasmyelin run folder (no {CONFIG_FILE}); give --config and --data", run)
     if stored_info.exists():
-        info = _read_run_info(run)
+        info = folder.read_info()
         if data_dir is None:
             data_dir = info["data"]
     elif data_dir is None:
@@ -101,13 +78,12 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     open_reopened(run, "run", inputs=[("--data", data_dir)], legacy=lambda folder: (folder / CONFIG_FILE).is_file())
     if not stored_config.exists():
         write_text_atomic(stored_config, yaml.safe_dump(to_dict(config), sort_keys=False))
-    serving = serving_record(data)
+    record = serving_record(data, config.name)
     if not stored_info.exists():
-        write_text_atomic(stored_info, json.dumps({"data": str(data_dir), "sha256": digest,
-                                                   "written_by": "kerasmyelin", **serving}, indent=1) + "\n")
-    elif "prep_config" not in info and serving.get("prep_config") is not None:
-        # A run from before run.json carried them: recorded now, from the very cache it was trained on.
-        write_text_atomic(stored_info, json.dumps(dict(info, **serving), indent=1) + "\n")
+        folder.write_info(data_dir, digest, record)
+    elif "prep_config" not in info and record is not None:
+        # A run from before run.json carried a record: recorded now, from the very cache it was trained on.
+        folder.write_info(data_dir, digest, record)
     splits_path = run / SPLITS_FILE
     if not splits_path.exists():
         folds = make_folds(data.participant_id, data.age_months, config.cv.folds, config.cv.seed,
@@ -122,31 +98,12 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     return run, config, data, splits
 
 
-def serving_record(data: TenSliceSet) -> dict:
+def serving_record(data: TenSliceSet, experiment: str = "") -> ModelRecord | None:
     """What a run must carry so that it is served as it was trained, wherever it is copied: the
-    cache's preparation settings, the image size, the ten inputs and the trained ages."""
-    return {"prep_config": data.manifest.get("prep_config"),
-            "image_size": int(data.image_shape[0]),
-            "inputs": list(data.manifest.get("inputs", [])),
-            "trained_age_range_months": [round(float(np.min(data.age_months)), 3),
-                                         round(float(np.max(data.age_months)), 3)]}
-
-
-def _read_run_info(run: Path) -> dict:
-    """``run.json``, checked: the cache folder and its sha256."""
-    path = Path(run) / RUN_INFO
-    try:
-        info = json.loads(path.read_text())
-        if not (isinstance(info, dict) and isinstance(info["data"], str) and isinstance(info["sha256"], str)):
-            raise TypeError("data and sha256 must be text")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"damaged run description ({exc}); delete the run folder or restore the file", path) from None
-    return info
-
-
-def stored_data_dir(run: Path) -> Path:
-    """The ten-slice cache folder a run was made with."""
-    return Path(_read_run_info(run)["data"])
+    cache's preparation settings, the image size, the ten inputs and the trained ages. None for a
+    cache from before manifests recorded their preparation."""
+    ages = (round(float(np.min(data.age_months)), 3), round(float(np.max(data.age_months)), 3))
+    return record_from_cache_manifest(data.manifest, int(data.image_shape[0]), ages, experiment)
 
 
 def _positions(data: TenSliceSet, ids) -> np.ndarray:
@@ -193,7 +150,7 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
     from kerasmyelin.training.fit import train_network
     from kerasmyelin.training.strategy import is_writer
 
-    folder = fold_dir(run, fold)
+    folder = RunFolder(run).fold(fold)
     if fold == FULL:
         # With the final weights selected the validation share only draws curves: the model to
         # deploy keeps every infant unless best-epoch selection or early stopping needs one.
@@ -246,7 +203,8 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
             for rule in ("average", "gate"):
                 combined = combine(estimates[0][:, None], estimates[1][:, None], rule, config.ensemble.blend_months)
                 columns[f"{rule}_months"] = np.asarray(combined, dtype=np.float64).reshape(-1)
-    save_keras_atomic(evaluated, folder / MODEL_FILE)
+    record = RunFolder(run).record()
+    save_keras_atomic(evaluated, folder / MODEL_FILE, record=record.without_norms().dumps() if record else None)
     if test_pos.size:
         write_predictions(folder / PREDICTIONS_FILE, columns)
     return folder
@@ -267,7 +225,7 @@ def fold_missing(run: Path, config: ExperimentConfig, fold: int | str) -> list[s
     """Names of the fold's networks that have not finished training."""
     from kerasmyelin.training.fit import FINAL_FILE
 
-    folder = fold_dir(run, fold)
+    folder = RunFolder(run).fold(fold)
     return [m.name for m in config.member_configs() if not (folder / m.name / FINAL_FILE).exists()]
 
 
@@ -280,56 +238,4 @@ def _network_hparams(run: Path, config: ExperimentConfig, member, fold) -> dict:
     return {"experiment": config.name, "fold": str(fold), "ages": ages,
             "ensemble.rule": config.ensemble.rule if config.is_ensemble else "none",
             "cv.folds": config.cv.folds, "cv.seed": config.cv.seed,
-            "data.sha256": _read_run_info(run)["sha256"][:12]}
-
-
-def write_predictions(path: Path, columns: dict[str, list]) -> Path:
-    """A CSV with one row per infant (ages in months, 4 decimals), written atomically."""
-    names = list(columns)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(names)
-    for row in zip(*(columns[n] for n in names)):
-        writer.writerow([f"{v:.4f}" if isinstance(v, (float, np.floating)) else v for v in row])
-    return write_bytes_atomic(path, buf.getvalue().encode())
-
-
-def looks_like_predictions(path: Path) -> bool:
-    """Whether ``path`` starts like a predictions table kerasmyelin writes (``--overwrite`` may replace it)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(256).split(b"\n", 1)[0]
-    except OSError:
-        return False
-    return head.startswith(b"participant_id,") and b"predicted_months" in head
-
-
-def read_predictions(path: Path) -> dict[str, np.ndarray]:
-    """Columns of a predictions CSV: participant_id as str, everything else as float."""
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise InputError(f"cannot read predictions ({exc.strerror or exc})", path) from None
-    if not rows or "participant_id" not in rows[0]:
-        raise InputError("not a predictions file (no participant_id column or no rows)", path)
-    out = {"participant_id": np.array([r["participant_id"] for r in rows])}
-    for key in rows[0]:
-        if key != "participant_id":
-            try:
-                out[key] = np.array([float(r[key]) for r in rows])
-            except ValueError:
-                raise InputError(f"column {key} holds a non-number", path) from None
-    return out
-
-
-def gather_predictions(run: Path, folds: int) -> dict[str, np.ndarray] | None:
-    """Out-of-fold predictions of every fold, concatenated; None while any fold is missing."""
-    parts = []
-    for k in range(folds):
-        path = fold_dir(run, k) / PREDICTIONS_FILE
-        if not path.exists():
-            return None
-        parts.append(read_predictions(path))
-    keys = parts[0].keys()
-    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+            "data.sha256": RunFolder(run).read_info()["sha256"][:12]}

@@ -212,8 +212,8 @@ def pipeline_on_templates(model: str | Path, folder: str | Path, out: str | Path
     """
     import tempfile
 
+    from kerasmyelin.wholebrain.estimator import TrainedEstimator
     from kerasmyelin.wholebrain.pipeline import (
-        TrainedEstimator,
         estimate_subject,
         prepare_scan,
         write_subject_outputs,

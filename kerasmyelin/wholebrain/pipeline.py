@@ -3,7 +3,7 @@
 :func:`prepare_scan` loads and checks the pair (:mod:`.volumes`), finds the five levels
 (:mod:`.level_finder`), makes 3-D scans into 5 mm slabs and prepares the paper's ten images
 (:mod:`kerasmyelin.data.prepare`, the same code as for the training cohort).
-:class:`TrainedEstimator` holds a run's network(s) and its normative model
+:class:`.estimator.TrainedEstimator` holds a run's network(s), its record and its normative model
 (:mod:`kerasmyelin.inference.normative`); :func:`estimate_subject` puts the two together, and
 :func:`write_subject_outputs` writes ``result.json``, the slices and the one-page report.
 """
@@ -20,7 +20,6 @@ import numpy as np
 
 from kerasmyelin.data.prepare import PrepConfig, head_mask, outline_step, prepare_volume
 from kerasmyelin.errors import InputError
-from kerasmyelin.io.atomic import sha256_file
 from kerasmyelin.levels import CONTRASTS, INPUT_NAMES, LEVEL_KEYS, LEVELS, input_name
 from kerasmyelin.wholebrain.level_finder import (
     FinderConfig,
@@ -29,6 +28,7 @@ from kerasmyelin.wholebrain.level_finder import (
     looks_skull_stripped,
 )
 from kerasmyelin.io.ages import AGE_RANGE_MONTHS
+from kerasmyelin.wholebrain.estimator import TrainedEstimator
 from kerasmyelin.wholebrain.volumes import SLAB_MM, ScanPair, make_pair, slab_stack
 
 # A level's slice with less head than this share of the widest slice's is reported: the scan
@@ -42,8 +42,8 @@ SLICES_FILE = "slices.npz"
 # cores (benchmarks/bench_wholebrain.py); the quadrature error goes to result.json
 # (completeness_error_months).
 IG_STEPS = 16
-# The ages warned about when the model has no norms; with norms, the run's own ages are used, the
-# same ones that withhold the grade (inference.normative).
+# The ages warned about when the model has neither norms nor a recorded training range; with norms,
+# the run's own ages are used, the same ones that withhold the grade (inference.normative).
 TRAINED_RANGE_MONTHS = (-2.0, 24.0)
 
 
@@ -192,139 +192,6 @@ def prepare_scan(t1_path: str | os.PathLike, t2_path: str | os.PathLike, *, skul
     return scan
 
 
-class TrainedEstimator:
-    """A run's network and normative model, loaded once for many infants.
-
-    ``TrainedEstimator.from_path(path)`` takes a run folder, a fold folder or a ``.keras``
-    file. A run folder gives its model trained on all infants (``full/``) if there is one,
-    otherwise the mean of its fold models (a cross-validation ensemble); its out-of-fold
-    predictions give the normative model (interval, gap correction, delay grades). A single
-    ``.keras`` file has no normative model: estimates come without interval or grade.
-    """
-
-    def __init__(self, model, files: list[Path], normative=None, normative_report: dict | None = None,
-                 name: str = "model"):
-        self.model = model
-        self.files = files
-        self.normative = normative
-        self.normative_report = normative_report or {}
-        self.name = name
-        self.training_prep = _training_prep(files[0])
-        self.version = f"{name} (sha256 {'+'.join(sha256_file(f)[:12] for f in files)})"
-
-    @classmethod
-    def from_path(cls, path: str | os.PathLike) -> TrainedEstimator:
-        from kerasmyelin.training.experiment import (
-            CONFIG_FILE,
-            FULL,
-            MODEL_FILE,
-            fold_dir,
-        )
-
-        p = Path(path).expanduser()
-        if p.is_file():
-            if p.suffix != ".keras":
-                raise InputError("not a .keras model file", p)
-            return cls(load_checked_model(p), [p], name=p.parent.name + "/" + p.name)
-        if not p.is_dir():
-            raise InputError("model not found (give a run folder, a fold folder or a .keras file)", p)
-        if (p / MODEL_FILE).is_file() and not (p / CONFIG_FILE).is_file():
-            return cls(load_checked_model(p / MODEL_FILE), [p / MODEL_FILE], name=p.name)
-        if (p / FULL / MODEL_FILE).is_file():
-            files = [p / FULL / MODEL_FILE]
-        else:
-            files = sorted(f for f in (fold_dir(p, k) / MODEL_FILE for k in range(64)) if f.is_file())
-        if not files:
-            raise InputError(f"no trained model here (looked for {FULL}/{MODEL_FILE} and fold-*/{MODEL_FILE}); "
-                             f"train one with 'kerasmyelin train --out {p}'", p)
-        models = [load_checked_model(f) for f in files]
-        model = models[0] if len(models) == 1 else _average(models)
-        normative, report = None, None
-        try:
-            from kerasmyelin.inference.normative import normative_from_run
-
-            normative, report = normative_from_run(p)
-        except InputError as exc:
-            report = {"unavailable": str(exc)}
-        return cls(model, files, normative, report, name=p.name)
-
-    def predict(self, images: dict[str, np.ndarray]) -> float:
-        return float(self.predict_many([images])[0])
-
-    def predict_many(self, batch: list[dict[str, np.ndarray]]) -> np.ndarray:
-        from kerasmyelin.models.graph import graph_forward
-
-        inputs = {n: np.stack([b[n] for b in batch])[..., None].astype(np.float32) for n in INPUT_NAMES}
-        return np.asarray(graph_forward(self.model)(inputs)).reshape(-1).astype(np.float64)
-
-    def warm_up(self) -> None:
-        """Trace the forward graph now (a few seconds), not at the first infant of a batch."""
-        blank = np.zeros((self.image_size, self.image_size), np.float32)
-        self.predict_many([dict.fromkeys(INPUT_NAMES, blank)])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.model.inputs[0].shape[1])
-
-    @property
-    def prep_config(self) -> PrepConfig:
-        """The preparation the model was trained with (serving must match it), else the defaults."""
-        known = {k: v for k, v in (self.training_prep or {}).items() if k in PrepConfig.__dataclass_fields__}
-        return PrepConfig(**dict(known, image_size=self.image_size))
-
-
-def _training_prep(model_file: Path) -> dict | None:
-    """The preparation settings the model's run was trained with: from the run's own run.json
-    (so a copied run folder is served exactly as in place), else, for a run written before
-    run.json carried them, from its training cache while that is still reachable."""
-    from kerasmyelin.training.experiment import RUN_INFO
-
-    for folder in (model_file.parent, *model_file.parents[:3]):
-        info = folder / RUN_INFO
-        if info.is_file():
-            try:
-                record = json.loads(info.read_text())
-                if isinstance(record.get("prep_config"), dict):
-                    return record["prep_config"]
-                data = Path(record["data"])
-                return json.loads((data / "manifest.json").read_text()).get("prep_config")
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                return None
-    return None
-
-
-def load_checked_model(path: str | os.PathLike):
-    """A ``.keras`` file kerasmyelin wrote (safe mode), checked to take the ten inputs and give one age."""
-    from kerasmyelin.models.graph import model_input_names
-    from kerasmyelin.training.fit import load_trained
-
-    path = Path(path)
-    try:
-        model = load_trained(path)
-    except InputError:
-        raise
-    except Exception as exc:  # Keras raises many types for a foreign or damaged file
-        raise InputError(f"cannot load this model ({type(exc).__name__}: {exc})", path) from None
-    names = sorted(model_input_names(model))
-    if names != sorted(INPUT_NAMES) or tuple(model.outputs[0].shape[1:]) != (1,):
-        raise InputError(f"not a myelination-age model (inputs {names}, output shape "
-                         f"{tuple(model.outputs[0].shape)}; expected the ten inputs {list(INPUT_NAMES)} "
-                         "and one age)", path)
-    return model
-
-
-def _average(models):
-    """One functional model: the mean of the fold models' estimates."""
-    import keras
-
-    size = models[0].inputs[0].shape[1]
-    inputs = {n: keras.Input(shape=(size, size, 1), name=n) for n in INPUT_NAMES}
-    for i, m in enumerate(models):
-        m.name = f"fold_{i}_{m.name}"  # nested models need distinct names
-    out = keras.layers.Average(name="fold_mean")([m(inputs) for m in models])
-    return keras.Model(inputs, out, name="fold_average")
-
-
 def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject: str = "subject",
                      age_months: float | None = None, saliency: str | None = "integrated_gradients",
                      estimate: float | None = None) -> tuple[dict, object]:
@@ -388,11 +255,8 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
     # Out-of-range or extreme estimates usually mean the scan is unlike the training infants; the
     # normative model withholds the grade for the same reasons (each warning is one of them).
     warnings = list(scan.qc["warnings"])
-    if estimator.training_prep is None:
-        warnings.append("the model's preparation settings were not found (its run.json predates them and its "
-                        "training cache is gone): the paper's defaults were used; if it was trained with other "
-                        "settings, estimates are off")
-    low, high = (norm.age_min, norm.age_max) if norm is not None else TRAINED_RANGE_MONTHS
+    low, high = ((norm.age_min, norm.age_max) if norm is not None
+                 else getattr(estimator, "trained_age_range_months", None) or TRAINED_RANGE_MONTHS)
     if not low <= estimate <= high:
         warnings.append(f"the estimate ({estimate:.1f} months) lies outside the ages the model was trained on "
                         f"({low:.1f} to {high:.1f} months): treat it as unreliable")
@@ -468,7 +332,6 @@ def write_subject_files(folder: Path, result: dict, scan: PreparedScan, attribut
 __all__ = [
     "LEVEL_KEYS",
     "PreparedScan",
-    "TrainedEstimator",
     "estimate_subject",
     "prepare_pair",
     "prepare_scan",
