@@ -156,14 +156,14 @@ class RunFolder:
     # -- norms -----------------------------------------------------------------------------------
     def write_norms(self, model, report: dict) -> Path:
         """The normative model (``NormativeModel``) and its cross-validation report."""
-        from kerasmyelin.inference.normative import write_normative
+        from kerasmyelin.norms.store import write_normative
 
         return write_normative(self.norms_file, model, report)
 
     def read_norms(self) -> tuple[dict, dict | None] | None:
         """(the normative model's dict, its report) from ``normative.json``; None when evaluate
         has not written it. A damaged file is an InputError naming it."""
-        from kerasmyelin.inference.normative import read_normative
+        from kerasmyelin.norms.store import read_normative
 
         if not self.norms_file.is_file():
             return None

@@ -775,7 +775,7 @@ def test_unreadable_file_is_refused_naming_it(assets, tmp_path, capsys, monkeypa
 def test_flagged_input_is_estimated_but_never_graded(name, assets, tmp_path, capsys):
     """Inputs that may be an infant's but are unlike any (an adult-sized brain): estimated, the grade
     withheld with its reason whether or not a corrected age is given, and the terminal says why."""
-    from kerasmyelin.inference.normative import NOT_GRADED
+    from kerasmyelin.norms.model import NOT_GRADED
 
     scene = Scene(tmp_path, assets)
     flag = FLAGGED[name](scene)

@@ -96,16 +96,18 @@ def test_every_model_file_carries_the_record_and_serves_alone(brain_core_run, tm
 
 
 def test_norms_are_read_from_normative_json_not_refit(brain_core_run, monkeypatch):
-    import kerasmyelin.inference.normative as normative
+    import kerasmyelin.norms.fit as fit
+    import kerasmyelin.norms.store as store
 
     run, _ = brain_core_run
-    stored = normative.read_normative(run / "normative.json")
+    stored = store.read_normative(run / "normative.json")
 
     def refit(*args, **kwargs):
         raise AssertionError("the norms were refit at load")
 
-    monkeypatch.setattr(normative, "fit_normative", refit)
-    monkeypatch.setattr(normative, "normative_from_run", refit)
+    for module, name in ((fit, "fit_normative"), (store, "fit_normative"), (store, "normative_from_run"),
+                         (fit, "cross_validate_normative"), (store, "cross_validate_normative")):
+        monkeypatch.setattr(module, name, refit)
     estimator = TrainedEstimator.from_path(run)
     assert estimator.normative == stored
     assert estimator.normative_report["coverage"] == json.loads((run / "normative.json").read_text())[

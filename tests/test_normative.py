@@ -14,7 +14,8 @@ import pytest
 from scipy import stats
 
 from kerasmyelin.errors import InputError
-from kerasmyelin.inference.normative import (
+from kerasmyelin.norms.fit import cross_validate_normative, fit_normative
+from kerasmyelin.norms.model import (
     AGE_OUTSIDE,
     AHEAD,
     AHEAD_Z,
@@ -29,12 +30,8 @@ from kerasmyelin.inference.normative import (
     NormativeModel,
     SmoothScale,
     conformal_quantile,
-    cross_validate_normative,
-    fit_normative,
-    normative_from_run,
-    read_normative,
-    write_normative,
 )
+from kerasmyelin.norms.store import normative_from_run, read_normative, write_normative
 from kerasmyelin.io.predictions import write_predictions
 from kerasmyelin.runs import RunFolder
 from kerasmyelin.training.splits import save_splits
@@ -336,7 +333,7 @@ def test_normative_from_run_refuses_incomplete_runs(tmp_path):
 
 def test_module_does_not_load_tensorflow(tmp_path):
     run = fake_run(tmp_path / "run")
-    code = ("import sys; from kerasmyelin.inference.normative import normative_from_run; "
+    code = ("import sys; from kerasmyelin.norms.store import normative_from_run; "
             f"normative_from_run({str(run)!r}); "
             "assert not {'tensorflow', 'keras'} & set(sys.modules), 'TensorFlow was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

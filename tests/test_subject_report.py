@@ -14,7 +14,7 @@ from kerasmyelin.evaluation.subject_report import (
     TITLE,
     render_subject_report,
 )
-from kerasmyelin.inference.normative import AHEAD, NOT_GRADED, WITHIN
+from kerasmyelin.norms.model import AHEAD, NOT_GRADED, WITHIN
 from kerasmyelin.levels import INPUT_NAMES, LEVELS
 
 SIZE = 32
@@ -173,7 +173,7 @@ def test_a_withheld_grade_is_a_grey_box_with_its_reason_never_green(tmp_path, gr
 def test_an_input_checks_withheld_grade_shows_without_age_or_norms(tmp_path):
     """Issue 19: an adult-sized brain is "not graded" with no corrected age and a model without norms:
     the grey box and its reason, not "Not graded: no corrected age given"."""
-    from kerasmyelin.inference.normative import BRAIN_SIZE
+    from kerasmyelin.norms.model import BRAIN_SIZE
 
     images, heat, _ = inputs()
     why = "the brain (about 1,894 mL) is far larger than an infant's of 0-24 months"

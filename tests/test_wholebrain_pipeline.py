@@ -15,7 +15,8 @@ from kerasmyelin.cli.main import main
 from kerasmyelin.data.prepare import PrepConfig
 from kerasmyelin.errors import InputError
 from kerasmyelin.evaluation.subject_report import GRADE_COLOURS
-from kerasmyelin.inference.normative import (
+from kerasmyelin.norms.fit import fit_normative
+from kerasmyelin.norms.model import (
     AGE_OUTSIDE,
     BEYOND_BOUND,
     BRAIN_SIZE,
@@ -23,7 +24,6 @@ from kerasmyelin.inference.normative import (
     GRADES,
     NOT_GRADED,
     WITHIN,
-    fit_normative,
 )
 from kerasmyelin.io.output_dir import output_kind
 from kerasmyelin.levels import INPUT_NAMES

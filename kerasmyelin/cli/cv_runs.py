@@ -30,7 +30,7 @@ def cross_validate(out: Path, configs: dict, cache: Path, truth, prefix: str = "
     """Every fold of each experiment in ``out/{prefix}{key}`` (resumed where it stopped); returns
     (reports, predictions, number of infants) keyed like ``configs``."""
     from kerasmyelin.evaluation.report import format_summary, write_report
-    from kerasmyelin.inference.normative import write_run_norms
+    from kerasmyelin.norms.store import write_run_norms
     from kerasmyelin.runs import RunFolder
     from kerasmyelin.training.experiment import open_run, run_fold
 

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         synthetic_truth,
         write_report,
     )
-    from kerasmyelin.inference.normative import write_run_norms
+    from kerasmyelin.norms.store import write_run_norms
     from kerasmyelin.runs import RunFolder
     from kerasmyelin.training.experiment import fold_missing, open_run, run_fold
 

@@ -154,7 +154,7 @@ def _load_estimator(args: argparse.Namespace):
 
 
 def _one_infant(args: argparse.Namespace, skull: bool | None, folder) -> int:
-    from kerasmyelin.inference.normative import NOT_GRADED
+    from kerasmyelin.norms.model import NOT_GRADED
     from kerasmyelin.wholebrain.pipeline import (
         estimate_subject,
         prepare_scan,

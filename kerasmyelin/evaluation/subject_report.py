@@ -15,14 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kerasmyelin.errors import OutputError
-from kerasmyelin.inference.normative import (
-    AHEAD,
-    GRADES,
-    MARKED,
-    NOT_GRADED,
-    POSSIBLE,
-    WITHIN,
-)
+from kerasmyelin.norms.model import AHEAD, GRADES, MARKED, NOT_GRADED, POSSIBLE, WITHIN
 from kerasmyelin.io.atomic import write_bytes_atomic
 from kerasmyelin.levels import CONTRASTS, INPUT_NAMES, LEVELS, input_name
 
@@ -149,7 +142,7 @@ def _chart(fig, result: dict, normative: dict) -> None:
             ax.plot(grid, normative["lo_marked"], color=GRADE_COLOURS[MARKED], lw=1, ls="--",
                     label="marked-delay threshold")
     else:  # the identity line only: without norms there is no band of typical infants to draw
-        from kerasmyelin.inference.normative import CHART_RANGE_MONTHS
+        from kerasmyelin.norms.model import CHART_RANGE_MONTHS
 
         grid = np.array(CHART_RANGE_MONTHS[:2])
         ax.plot(grid, grid, color="0.6", lw=1, ls=":", label="estimate = age (no norms for this model)")
@@ -249,7 +242,7 @@ def render_subject_report(result: dict, images: dict[str, np.ndarray], heat: dic
             "age_months" (float or None): corrected age, months; None when not given.
             "gap_months" (float or None): estimate - corrected age, months.
             "corrected_gap_months" (float or None): the gap after the caller's correction.
-            "grade" (str or None): one of ``inference.normative.GRADES`` ("within norms", "ahead
+            "grade" (str or None): one of ``norms.model.GRADES`` ("within norms", "ahead
                 of norms", "possible delay", "marked delay", "not graded: check the input"); None
                 when no corrected age was given or the model has no norms.
             "grade_reason_text" (str): why the grade was withheld, shown under a grey box; needed

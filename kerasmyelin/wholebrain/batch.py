@@ -86,7 +86,7 @@ def grade_counts(rows: list[dict]) -> dict[str, int]:
     :data:`NO_GRADE` and any grade this version does not know (a resumed older table's)."""
     from collections import Counter
 
-    from kerasmyelin.inference.normative import GRADES
+    from kerasmyelin.norms.model import GRADES
 
     tally = Counter(r.get("grade") or NO_GRADE for r in rows if r["status"] == "ok")
     return {g: tally.pop(g, 0) for g in GRADES} | dict(tally)
@@ -95,7 +95,7 @@ def grade_counts(rows: list[dict]) -> dict[str, int]:
 def grade_summary(rows: list[dict]) -> str:
     """One line for the terminal: the grades given and how many, e.g. "grades: 3 within norms, 1
     not graded: check the input (why: the grade_reason column)"."""
-    from kerasmyelin.inference.normative import NOT_GRADED
+    from kerasmyelin.norms.model import NOT_GRADED
 
     counts = {g: n for g, n in grade_counts(rows).items() if n}
     if not counts:

@@ -32,7 +32,7 @@ class TrainedEstimator:
 
     def __init__(self, model, files: list[Path], record: ModelRecord, name: str = "model",
                  record_from: str = "", normative_unavailable: str = ""):
-        from kerasmyelin.inference.normative import NormativeModel
+        from kerasmyelin.norms.model import NormativeModel
 
         self.model = model
         self.files = list(files)

@@ -4,7 +4,7 @@
 (:mod:`.level_finder`), makes 3-D scans into 5 mm slabs and prepares the paper's ten images
 (:mod:`kerasmyelin.data.prepare`, the same code as for the training cohort).
 :class:`.estimator.TrainedEstimator` holds a run's network(s), its record and its normative model
-(:mod:`kerasmyelin.inference.normative`); :func:`estimate_subject` puts the two together, and
+(:mod:`kerasmyelin.norms`); :func:`estimate_subject` puts the two together, and
 :func:`write_subject_outputs` writes ``result.json``, the slices and the one-page report.
 """
 
@@ -43,7 +43,7 @@ SLICES_FILE = "slices.npz"
 # (completeness_error_months).
 IG_STEPS = 16
 # The ages warned about when the model has neither norms nor a recorded training range; with norms,
-# the run's own ages are used, the same ones that withhold the grade (inference.normative).
+# the run's own ages are used, the same ones that withhold the grade (norms).
 TRAINED_RANGE_MONTHS = (-2.0, 24.0)
 
 
@@ -93,7 +93,7 @@ def prepare_pair(pair: ScanPair, *, skull_stripped: bool | None = None, finder: 
     contrast (:func:`.contrast_order.check_contrast_order`); the brain's size is always measured,
     and a brain far outside infant sizes withholds the grade (:mod:`.plausibility`).
     """
-    from kerasmyelin.inference.normative import BRAIN_SIZE
+    from kerasmyelin.norms.model import BRAIN_SIZE
     from kerasmyelin.wholebrain.contrast_order import check_contrast_order
     from kerasmyelin.wholebrain.plausibility import brain_size_warning, brain_volume_ml
 
@@ -236,7 +236,7 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
         result.update(interval_months=[round(float(lo), 3), round(float(hi), 3)], interval_level=norm.level,
                       grade_rule=norm.grade_rule(), norms=_norms_summary(estimator.normative_report))
         if age_months is not None:
-            from kerasmyelin.inference.normative import GRADE_BOUND_Z
+            from kerasmyelin.norms.model import GRADE_BOUND_Z
 
             g = norm.gap(estimate, float(age_months))
             beyond_bound = abs(g["z"]) > GRADE_BOUND_Z
@@ -249,7 +249,7 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
     # with or without a corrected age, so the estimate is never shown as a typical infant's.
     withheld = scan.qc.get("grade_withheld")
     if withheld:
-        from kerasmyelin.inference.normative import NOT_GRADED
+        from kerasmyelin.norms.model import NOT_GRADED
 
         result.update(grade=NOT_GRADED, grade_reason=withheld["reason"], grade_reason_text=withheld["text"])
     # Out-of-range or extreme estimates usually mean the scan is unlike the training infants; the
