@@ -16,9 +16,11 @@ Fields (JSON): ``format`` ("kerasmyelin-model-record"), ``version``, ``prep_conf
 PrepConfig fields), ``image_size``, ``inputs`` (the ten input names, in order), ``contrasts``,
 ``trained_age_range_months`` ([min, max] of the training infants), ``normative`` (the normative
 model, ``NormativeModel.to_dict``, or null when none was fitted: estimates then come without
-interval or grade) and ``norms_report`` (its cross-validation summary, or null), ``experiment``.
-The only calibration of the network's output is the normative model's gap correction, so it
-travels inside ``normative``.
+interval or grade) and ``norms_report`` (its cross-validation summary, or null), ``calibration``
+(a site calibration ``kerasmyelin calibrate`` put inside the graph: kind, intercept, slope, the
+scans it was fitted on and its leave-one-out error; null when none) and ``experiment``. Besides a
+site calibration, the only correction of the output is the normative model's gap correction,
+which travels inside ``normative``.
 
 A model from a kerasmyelin before records is not served with guessed settings: ``resolve_model``
 (``runs``) refuses it unless the settings are given (``--prep``, read by ``prep_from_argument``).
@@ -59,6 +61,8 @@ class ModelRecord:
             the settings were given by hand (``--prep``) for an old model.
         normative: ``NormativeModel.to_dict()`` of the run's norms, or None.
         norms_report: their cross-validation summary, or None.
+        calibration: the site calibration inside the graph (``norms.calibration.SiteCalibration.
+            summary()``: kind, intercept, slope, n, raw and leave-one-out MAE), or None.
         experiment: the experiment's name ("" when unknown).
     """
 
@@ -69,6 +73,7 @@ class ModelRecord:
     trained_age_range_months: tuple[float, float] | None = None
     normative: dict | None = None
     norms_report: dict | None = None
+    calibration: dict | None = None
     experiment: str = ""
 
     def __post_init__(self):
@@ -126,7 +131,7 @@ class ModelRecord:
                        contrasts=tuple(body.get("contrasts", CONTRASTS)),
                        trained_age_range_months=None if ages is None else (float(ages[0]), float(ages[1])),
                        normative=body.get("normative"), norms_report=body.get("norms_report"),
-                       experiment=str(body.get("experiment", "")))
+                       calibration=body.get("calibration"), experiment=str(body.get("experiment", "")))
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise InputError(f"damaged model record ({type(exc).__name__}: {exc})", source) from None
 

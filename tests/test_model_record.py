@@ -222,3 +222,90 @@ def test_exports_carry_the_record_with_the_norms(brain_core_run, tmp_path, fmt, 
         import keras
 
         keras.models.load_model(str(tmp_path / name), safe_mode=True, compile=False)
+
+
+# -- site calibration (issue 18, part 2): stored with the model, applied by predict and exports ----
+
+def _calibration_csv(cohort, path, rows=None, ages=None):
+    """subject,t1w,t2w,age_months for the tiny cohort's infants (sub-001 twice: five scans)."""
+    import csv as _csv
+
+    with open(cohort / "participants.tsv") as fh:
+        known = {r["participant_id"]: r["age_months"] for r in _csv.DictReader(fh, delimiter="\t")}
+    listed = rows or [("sub-001", "sub-001"), ("sub-002", "sub-002"), ("sub-003", "sub-003"),
+                      ("sub-004", "sub-004"), ("sub-001b", "sub-001")]
+    lines = ["subject,t1w,t2w,age_months"]
+    for i, (label, pid) in enumerate(listed):
+        anat = cohort / pid / "anat"
+        age = known[pid] if ages is None else ages[i]
+        lines.append(f"{label},{anat / f'{pid}_T1w.nii.gz'},{anat / f'{pid}_T2w.nii.gz'},{age}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_calibrate_stores_the_correction_with_the_model_and_predict_and_export_apply_it(
+        brain_core_run, tiny_cohort, tmp_path, capsys):
+    from kerasmyelin.export.formats import read_export_record
+
+    run, _ = brain_core_run
+    listing = _calibration_csv(tiny_cohort, tmp_path / "local.csv")
+    out = tmp_path / "site"
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(run), "--csv", str(listing), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "site calibration (offset) on 5 scans" in printed and "leave-one-out" in printed and "no norms" in printed
+    fitted = json.loads((out / "calibration.json").read_text())
+    assert fitted["fit"]["kind"] == "offset" and fitted["fit"]["n"] == 5 and (out / "calibration.png").is_file()
+    raw = {s["subject"]: s["estimate_months"] for s in fitted["scans"]}
+    assert "/" not in json.dumps(fitted["scans"])  # no paths (they may name a patient)
+    # predict applies it: the calibrated model's estimate is the run's plus the offset
+    assert _predict(out, tiny_cohort, tmp_path / "one") == 0
+    got = _result(tmp_path / "one")
+    assert got["estimate_months"] == pytest.approx(raw["sub-001"] + fitted["fit"]["intercept"], abs=2e-3)
+    assert got["calibration"]["n"] == 5 and got["grade"] is None and got["interval_months"] is None
+    # ... and so does an export, whose record says so
+    assert main(["export", str(out), "--format", "keras", "--out", str(tmp_path / "site.keras")]) == 0
+    record = read_export_record(tmp_path / "site.keras")
+    assert record.calibration["intercept"] == pytest.approx(fitted["fit"]["intercept"])
+    assert record.prep_config == BRAIN_CORE
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(out), "--csv", str(listing), "--out", str(tmp_path / "again")]) == 2
+    assert "already site-calibrated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("four scans", "needs at least 5"),
+    ("age in weeks", "line 3: age 300 is outside"),
+    ("no age", "no corrected age for sub-002"),
+])
+def test_calibrate_refuses_lists_it_cannot_use(brain_core_run, tiny_cohort, tmp_path, capsys, case, needle):
+    run, _ = brain_core_run
+    rows = [("sub-001", "sub-001"), ("sub-002", "sub-002"), ("sub-003", "sub-003"), ("sub-004", "sub-004")]
+    if case == "four scans":
+        listing = _calibration_csv(tiny_cohort, tmp_path / "l.csv", rows)
+    else:
+        ages = ["9.5", "300" if case == "age in weeks" else "", "14.9", "23.5", "9.5"]
+        listing = _calibration_csv(tiny_cohort, tmp_path / "l.csv", rows + [("sub-001b", "sub-001")], ages)
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(run), "--csv", str(listing), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(listing) in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_site_calibration_recovers_a_known_shift_and_reports_it_held_out():
+    from kerasmyelin.norms.calibration import fit_site_calibration
+
+    rng = np.random.default_rng(0)
+    age = np.linspace(0, 24, 30)
+    est = 0.5 * age + 3 + rng.normal(0, 0.3, age.size)  # compressed and shifted, as on real scans
+    fit = fit_site_calibration(age, est)
+    assert fit.kind == "linear" and fit.slope == pytest.approx(2.0, rel=0.1)
+    assert fit.raw_mae > 3 and fit.loo_mae < 1.0
+    assert np.allclose(fit.apply(est), fit.intercept + fit.slope * est)
+    few = fit_site_calibration(age[:6], est[:6])
+    assert few.kind == "offset" and few.slope == 1.0
+    flat = fit_site_calibration(age[:12], np.full(12, 5.0) + rng.normal(0, 0.01, 12), "linear")
+    assert flat.slope == 4.0  # kept monotone and bounded, never a wild slope from a flat model
+    with pytest.raises(InputError, match="at least 5"):
+        fit_site_calibration(age[:4], est[:4])

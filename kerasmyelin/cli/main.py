@@ -10,6 +10,7 @@ import sys
 
 from kerasmyelin import __version__
 from kerasmyelin.cli import (
+    calibrate_cmd,
     calibrate_synth_cmd,
     convert_dicom_cmd,
     doctor_cmd,
@@ -31,7 +32,7 @@ from kerasmyelin.runtime import import_tensorflow_quietly
 
 COMMANDS = (reproduce_cmd, pretrain_cmd, synth_cmd, prepare_cmd, shard_cmd, convert_dicom_cmd, export_nnc_cmd, validate_cmd,
             calibrate_synth_cmd,
-            train_cmd, evaluate_cmd, predict_cmd, export_cmd, trust_cmd, doctor_cmd)
+            train_cmd, evaluate_cmd, predict_cmd, calibrate_cmd, export_cmd, trust_cmd, doctor_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

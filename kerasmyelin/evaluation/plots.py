@@ -118,3 +118,27 @@ def scatter_image(panel: dict, inches: float = 3.6, dpi: int = 80) -> np.ndarray
     fig.tight_layout()
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def save_calibration_plot(ages, raw, held_out, path: str | os.PathLike, title: str) -> Path:
+    """A site calibration: each labelled scan's estimate before correction and after it (leave-one-
+    out, the figure a new scan gets) against its corrected age, with the identity line."""
+    plt = _pyplot()
+    ages, raw, held_out = (np.asarray(v, dtype=float) for v in (ages, raw, held_out))
+    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    lo = float(min(ages.min(), raw.min(), held_out.min(), 0.0)) - 1.0
+    hi = float(max(ages.max(), raw.max(), held_out.max(), 24.0)) + 1.0
+    ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, label="estimate = age")
+    ax.scatter(ages, raw, s=22, color="tab:grey", label=f"model as is (MAE {np.mean(np.abs(raw - ages)):.2f})")
+    ax.scatter(ages, held_out, s=22, color="tab:blue",
+               label=f"calibrated, leave-one-out (MAE {np.mean(np.abs(held_out - ages)):.2f})")
+    for a, r, h in zip(ages, raw, held_out):
+        ax.plot([a, a], [r, h], color="tab:blue", lw=0.5, alpha=0.4)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("corrected age (months)")
+    ax.set_ylabel("estimated myelination age (months)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, path)

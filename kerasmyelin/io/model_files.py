@@ -38,10 +38,11 @@ MANIFEST = "SHA256SUMS"
 ARCHIVE_MEMBERS = frozenset({"config.json", "model.weights.h5", "metadata.json"})
 RECORD_MEMBER = "kerasmyelin.json"  # optional: the model's record (model_record)
 MAX_RECORD_BYTES = 4 * 1024 * 1024  # a record with norms is ~20 kB
-# Everything the network, the ensemble, the fold average and the training compile config use.
+# Everything the network, the ensemble, the fold average, the site calibration (Rescaling) and the
+# training compile config use.
 ALLOWED_CLASSES = frozenset({
     "Functional", "InputLayer", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Concatenate", "Average",
-    "EnsembleCombiner", "GlorotUniform", "GlorotNormal", "Zeros", "DTypePolicy", "FloatDTypePolicy",
+    "EnsembleCombiner", "Rescaling", "GlorotUniform", "GlorotNormal", "Zeros", "DTypePolicy", "FloatDTypePolicy",
     "__keras_tensor__", "Adam", "FusedAdam",
 })
 ALLOWED_MODULES = ("keras", "kerasmyelin")

@@ -53,6 +53,7 @@ KINDS = {
     "reproduce": "reproduction folder (kerasmyelin reproduce)",
     "pretrain": "model for real scans (kerasmyelin pretrain)",
     "savedmodel": "SavedModel export (kerasmyelin export)",
+    "calibrated": "site-calibrated model (kerasmyelin calibrate)",
     "nnc": "Neural Network Console data set (kerasmyelin export-nnc)",
     "dicom": "DICOM conversion (kerasmyelin convert-dicom)",
 }

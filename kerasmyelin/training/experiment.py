@@ -23,7 +23,7 @@ from kerasmyelin.io.output_dir import open_reopened
 from kerasmyelin.io.predictions import write_predictions
 from kerasmyelin.model_record import ModelRecord, record_from_cache_manifest
 from kerasmyelin.models.graph import graph_forward
-from kerasmyelin.runs import CONFIG_FILE, FULL, MODEL_FILE, PREDICTIONS_FILE, RUN_INFO, SPLITS_FILE, RunFolder
+from kerasmyelin.runs import CONFIG_FILE, FULL, RUN_INFO, SPLITS_FILE, RunFolder
 from kerasmyelin.training.config import ExperimentConfig, load_experiment
 from kerasmyelin.training.splits import holdout, load_splits, make_folds, save_splits
 
@@ -47,8 +47,7 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     run = folder.path
     if run.exists() and not run.is_dir():
         raise OutputError(f"{run}: exists and is not a folder")
-    stored_config = run / CONFIG_FILE
-    stored_info = run / RUN_INFO
+    stored_config, stored_info = folder.config_file, folder.info_file
     if stored_config.exists():
         stored = load_experiment(stored_config)
         if config is not None and to_dict(config) != to_dict(stored):
@@ -69,7 +68,7 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     digest = sha256_file(tenslice_file(data_dir))
     if stored_info.exists() and info["sha256"] != digest:
         raise InputError(f"the ten-slice cache differs from the one this run was trained on "
-                         f"({run / RUN_INFO}); use a new --out", tenslice_file(data_dir))
+                         f"({stored_info}); use a new --out", tenslice_file(data_dir))
     size = config.model.image_size
     if data.image_shape != (size, size):
         raise InputError(f"images are {data.image_shape[0]}x{data.image_shape[1]} but model.image_size is {size}; "
@@ -84,7 +83,7 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     elif "prep_config" not in info and record is not None:
         # A run from before run.json carried a record: recorded now, from the very cache it was trained on.
         folder.write_info(data_dir, digest, record)
-    splits_path = run / SPLITS_FILE
+    splits_path = folder.splits_file
     if not splits_path.exists():
         folds = make_folds(data.participant_id, data.age_months, config.cv.folds, config.cv.seed,
                            validation_fraction=config.train.validation_fraction)
@@ -150,7 +149,8 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
     from kerasmyelin.training.fit import train_network
     from kerasmyelin.training.strategy import is_writer
 
-    folder = RunFolder(run).fold(fold)
+    layout = RunFolder(run)
+    folder = layout.fold(fold)
     if fold == FULL:
         # With the final weights selected the validation share only draws curves: the model to
         # deploy keeps every infant unless best-epoch selection or early stopping needs one.
@@ -166,7 +166,7 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
             raise ConfigError(f"fold {fold} does not exist; this run has folds 0-{len(splits) - 1}")
         split = splits[int(fold)]
         label = f"fold {int(fold)} of 0-{len(splits) - 1}"
-    done = folder / (PREDICTIONS_FILE if fold != FULL else MODEL_FILE)
+    done = layout.predictions_file(fold) if fold != FULL else layout.model_file(fold)
     if done.exists():
         return folder
     train_pos = _positions(data, split["train"])
@@ -203,10 +203,10 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
             for rule in ("average", "gate"):
                 combined = combine(estimates[0][:, None], estimates[1][:, None], rule, config.ensemble.blend_months)
                 columns[f"{rule}_months"] = np.asarray(combined, dtype=np.float64).reshape(-1)
-    record = RunFolder(run).record()
-    save_keras_atomic(evaluated, folder / MODEL_FILE, record=record.without_norms().dumps() if record else None)
+    record = layout.record()
+    save_keras_atomic(evaluated, layout.model_file(fold), record=record.without_norms().dumps() if record else None)
     if test_pos.size:
-        write_predictions(folder / PREDICTIONS_FILE, columns)
+        write_predictions(layout.predictions_file(fold), columns)
     return folder
 
 

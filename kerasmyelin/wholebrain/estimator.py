@@ -58,7 +58,10 @@ class TrainedEstimator:
         source = resolve_model(path, prep)
         models = [load_checked_model(f) for f in source.files]
         why = ""
-        if source.run is not None and source.record.normative is None:
+        if source.record.calibration is not None and source.record.normative is None:
+            why = (f"site-calibrated on {source.record.calibration.get('n')} scans; norms for corrected estimates "
+                   "need 20")
+        elif source.run is not None and source.record.normative is None:
             why = (f"the run has no {NORMS_FILE} yet: write it with 'kerasmyelin evaluate --out {source.run.path} "
                    "--no-train' (after every fold is trained)")
         elif source.run is None:

@@ -228,6 +228,7 @@ def estimate_subject(estimator: TrainedEstimator, scan: PreparedScan, *, subject
               "corrected_gap_months": None, "z": None, "grade": None, "grade_reason": None,
               "grade_reason_text": None, "grade_rule": None,
               "levels": scan.levels, "qc": scan.qc, "model": estimator.version,
+              "calibration": getattr(getattr(estimator, "record", None), "calibration", None),
               "kerasmyelin_version": kerasmyelin.__version__}
     norm = estimator.normative
     beyond_bound = False

@@ -1,0 +1,27 @@
+"""A model with a site calibration inside its graph: age = intercept + slope * the model's estimate.
+
+Keras' built-in ``Rescaling`` layer (x * scale + offset) holds the correction, so the calibrated
+graph uses only Keras classes: every export (SavedModel, ONNX, portable .keras) applies it.
+"""
+
+from __future__ import annotations
+
+from kerasmyelin.levels import INPUT_NAMES
+
+LAYER_NAME = "site_calibration"
+
+
+def with_site_calibration(model, slope: float, intercept: float, name: str = "calibrated"):
+    """One functional model: ``model``'s estimate corrected by ``intercept + slope * estimate``.
+
+    Raises:
+        ValueError: ``model`` already ends in a site calibration (calibrate the original model).
+    """
+    import keras
+
+    if any(layer.name == LAYER_NAME for layer in model.layers):
+        raise ValueError("this model is already calibrated; calibrate the model it was made from")
+    size = model.inputs[0].shape[1]
+    inputs = {n: keras.Input(shape=(size, size, 1), name=n) for n in INPUT_NAMES}
+    out = keras.layers.Rescaling(scale=float(slope), offset=float(intercept), name=LAYER_NAME)(model(inputs))
+    return keras.Model(inputs, out, name=name)
