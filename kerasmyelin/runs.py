@@ -219,12 +219,21 @@ class ModelSource:
 
     files: tuple[Path, ...]
     name: str
-    record: ModelRecord
+    record: ModelRecord | None
     record_from: str
     run: RunFolder | None = None
 
 
-def resolve_model(path: str | os.PathLike, prep: dict | None = None) -> ModelSource:
+def no_record_error(path) -> NoRecordError:
+    return NoRecordError("this model carries no preparation settings (it was written by a kerasmyelin from "
+                         "before models recorded them, or its run.json lost them), so it cannot be served as "
+                         "it was trained. Give them: --prep CACHE (the ten-slice cache it was trained on), "
+                         "--prep FILE.yaml (the settings), or --prep paper (the paper's preparation, "
+                         "intensity_reference head)", path)
+
+
+def resolve_model(path: str | os.PathLike, prep: dict | None = None, *,
+                  require_record: bool = True) -> ModelSource:
     """A run folder, a fold folder or a ``.keras`` file -> what to load and how to serve it.
 
     A run folder serves ``full/model.keras``, else the mean of its fold models, with the run's
@@ -237,9 +246,11 @@ def resolve_model(path: str | os.PathLike, prep: dict | None = None) -> ModelSou
 
     Raises:
         InputError: naming the path: nothing to load there, or a damaged record.
-        NoRecordError (an InputError): a model with no record and no ``prep``.
+        NoRecordError (an InputError): a model with no record and no ``prep`` (with
+            ``require_record=False`` its ``record`` is None instead, for the caller to check the
+            model itself first).
     """
-    from kerasmyelin.io.model_files import read_embedded_record
+    from kerasmyelin.io.model_files import check_archive, read_embedded_record, verify
 
     p = Path(path).expanduser()
     run = None
@@ -265,6 +276,9 @@ def resolve_model(path: str | os.PathLike, prep: dict | None = None) -> ModelSou
     if run is not None:
         record, where = run.record(), str(run.info_file)
     else:
+        # The file's checksum and archive are checked before anything in it is read.
+        verify(files[0])
+        check_archive(files[0])
         text = read_embedded_record(files[0])
         if text is not None:
             record, where = ModelRecord.loads(text, files[0]), f"{files[0]} ({MODEL_FILE} record)"
@@ -275,11 +289,9 @@ def resolve_model(path: str | os.PathLike, prep: dict | None = None) -> ModelSou
                 record, where = (record.without_norms() if record else None), str(around.info_file)
     if record is None:
         if prep is None:
-            raise NoRecordError("this model carries no preparation settings (it was written by a kerasmyelin from "
-                             "before models recorded them, or its run.json lost them), so it cannot be served as "
-                             "it was trained. Give them: --prep CACHE (the ten-slice cache it was trained on), "
-                             "--prep FILE.yaml (the settings), or --prep paper (the paper's preparation, "
-                             "intensity_reference head)", p)
+            if require_record:
+                raise no_record_error(p)
+            return ModelSource(tuple(files), name, None, "", run)
         size = _image_size(files[0])  # the network's input decides, whatever --prep's source says
         record = ModelRecord(prep_config=dict(prep, image_size=size), image_size=size)
         return ModelSource(tuple(files), name, record, "--prep", run)

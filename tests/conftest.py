@@ -76,3 +76,16 @@ def _no_stale_log_handler():
     yield
     for handler in [h for h in root.handlers if h not in before]:
         root.removeHandler(handler)
+
+
+def tiny_model_file(path: Path) -> Path:
+    """An untrained 32x32 network saved as kerasmyelin saves one: checksum recorded, and its record
+    (the paper's preparation at 32 pixels) inside, as every model.keras a run writes has."""
+    from kerasmyelin.data.prepare import PrepConfig
+    from kerasmyelin.model_record import ModelRecord
+    from kerasmyelin.models.myelin_cnn import ModelConfig, build_myelin_cnn
+    from kerasmyelin.training.callbacks import save_keras_atomic
+
+    record = ModelRecord(prep_config=PrepConfig(image_size=32).as_dict(), image_size=32)
+    network = build_myelin_cnn(ModelConfig(image_size=32, branch_units=8, side_units=(8,), joint_units=(8,)))
+    return save_keras_atomic(network, path, record=record.dumps())

@@ -94,15 +94,14 @@ def assets(tmp_path_factory):
     """Built once: a valid (untrained) model file, two foreign ones, a ten-slice cache."""
     import keras
 
-    from kerasmyelin.models.myelin_cnn import ModelConfig, build_myelin_cnn
+    from tests.conftest import tiny_model_file
 
     root = tmp_path_factory.mktemp("assets")
-    model = root / "tiny.keras"
-    build_myelin_cnn(ModelConfig(image_size=32, branch_units=8, side_units=(8,), joint_units=(8,))).save(model)
+    model = tiny_model_file(root / "tiny.keras")
     x = keras.Input((4,), name="x")
     keras.Model(x, keras.layers.Dense(1, name="age")(x)).save(root / "dense.keras")
     keras.Model(x, keras.layers.Lambda(lambda v: v * 2.0, name="double")(x)).save(root / "lambda.keras")
-    for name in ("tiny", "dense", "lambda"):  # listed in SHA256SUMS: the later checks are reached
+    for name in ("dense", "lambda"):  # listed in SHA256SUMS: the later checks are reached
         record(root / f"{name}.keras")
     return {"model": model, "dense": root / "dense.keras", "lambda": root / "lambda.keras",
             "cache": learnable_tenslice(root / "tenslice", n=8, size=32)}
@@ -613,6 +612,35 @@ def cache_truncated(s):
     return Expect(s.train(data=cache), cache, "ten-slice cache is unreadable")
 
 
+def model_without_its_record(s):
+    # Issue 19: a model from before models carried their preparation settings was served with the
+    # paper's defaults and a one-line warning.
+    import zipfile
+
+    old = s.root / "old" / "tiny.keras"
+    old.parent.mkdir()
+    with zipfile.ZipFile(s.assets["model"]) as z, zipfile.ZipFile(old, "w") as out:
+        for info in z.infolist():
+            if info.filename != "kerasmyelin.json":
+                out.writestr(info, z.read(info.filename))
+    record(old)
+    return Expect(s.predict_pair(model=old), old, "carries no preparation settings")
+
+
+def prep_contradicting_the_record(s):
+    settings = s.root / "prep.yaml"
+    settings.write_text("intensity_reference: brain_core\n")
+    return Expect(s.predict_pair(extra=["--prep", str(settings)]), s.assets["model"],
+                  "--prep differs from the settings this model was trained with (intensity_reference")
+
+
+def calibration_with_four_scans(s):
+    listing = s.root / "local.csv"
+    listing.write_text("subject,t1w,t2w,age_months\n" + "".join(f"s{i},{s.t1},{s.t2},6.5\n" for i in range(4)))
+    return Expect(["calibrate", "--model", str(s.assets["model"]), "--csv", str(listing), "--out", str(s.out)],
+                  listing, "4 labelled scan(s); a site calibration needs at least 5")
+
+
 CASES = {
     "truncated .nii.gz": truncated_gz,
     "truncated .nii.gz, earlier output kept": truncated_gz_keeps_earlier_output,
@@ -686,6 +714,9 @@ CASES = {
     "voxels too coarse for an infant head (4 mm)": voxels_too_coarse_for_an_infant_head,
     "field of view too small for an infant head (36 mm)": field_of_view_too_small_for_an_infant_head,
     "--swap-contrasts with a list": swap_contrasts_with_a_list,
+    "model without its record (preparation settings)": model_without_its_record,
+    "--prep contradicting the model's record": prep_contradicting_the_record,
+    "site calibration on four scans": calibration_with_four_scans,
 }
 
 

@@ -76,12 +76,9 @@ def _leaks(root, printed):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from kerasmyelin.models.myelin_cnn import ModelConfig, build_myelin_cnn
-    from kerasmyelin.training.callbacks import save_keras_atomic
+    from tests.conftest import tiny_model_file
 
-    return save_keras_atomic(build_myelin_cnn(ModelConfig(image_size=32, branch_units=8, side_units=(8,),
-                                                          joint_units=(8,))),
-                             tmp_path_factory.mktemp("model") / "tiny.keras")
+    return tiny_model_file(tmp_path_factory.mktemp("model") / "tiny.keras")
 
 
 def test_fake_patient_appears_in_no_output_or_log(model, tiny_cohort, tmp_path, capsys, caplog):

@@ -53,10 +53,12 @@ class TrainedEstimator:
     def from_path(cls, path: str | os.PathLike, prep: dict | None = None) -> TrainedEstimator:
         """Load what ``path`` names (see ``runs.resolve_model``); ``prep``: ``--prep``'s settings."""
         from kerasmyelin.models.ensemble import fold_mean
-        from kerasmyelin.runs import NORMS_FILE, resolve_model
+        from kerasmyelin.runs import NORMS_FILE, no_record_error, resolve_model
 
-        source = resolve_model(path, prep)
-        models = [load_checked_model(f) for f in source.files]
+        source = resolve_model(path, prep, require_record=False)
+        models = [load_checked_model(f) for f in source.files]  # a model that is not one: said first
+        if source.record is None:
+            raise no_record_error(Path(path).expanduser())
         why = ""
         if source.record.calibration is not None and source.record.normative is None:
             why = (f"site-calibrated on {source.record.calibration.get('n')} scans; norms for corrected estimates "
