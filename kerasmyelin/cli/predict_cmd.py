@@ -203,6 +203,9 @@ def _run_cache(args: argparse.Namespace) -> int:
 
         check_output_file(args.out, overwrite=args.overwrite, inputs=[("--model", args.model), ("--data", args.data)],
                           looks_ours=looks_like_predictions)
+    if not Path(args.model).exists():
+        # The model is named first: a wrong --model is the likelier mistake, and it costs nothing to check.
+        raise InputError("no such model file or run folder", Path(args.model))
     data = open_tenslice(args.data)
     cache_prep = data.manifest.get("prep_config")
     try:
