@@ -155,7 +155,7 @@ def main() -> None:
     (work / "site_adaptation.json").write_text(json.dumps(results, indent=1) + "\n")
     a = results["as is"]
     print(f"\nevaluated on {a['n']} unseen varied infants; MAE months (Spearman r, slope)")
-    print(f"| labelled scans | from scratch | fine-tuned | calibrated | as is |")
+    print("| labelled scans | from scratch | fine-tuned | calibrated | as is |")
     print("|---|---|---|---|---|")
     cell = lambda m: f"{m['mae']:.2f} ({m['spearman_r']:+.2f}, {m['slope']:.2f})"  # noqa: E731
     for n in SIZES:

@@ -66,3 +66,12 @@ def test_bad_overrides(override, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(Experiment, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("2E-5", 2e-5), ("-1.5e3", -1500.0)])
+def test_a_number_in_exponent_form_is_a_number(text, value):
+    # YAML 1.1 reads "1e-4" (no dot) as text; a learning rate is written that way more often than not.
+    assert load_config(Experiment, None, [f"train.learning_rate={text}"]).train.learning_rate == value
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(Experiment, None, ["train.learning_rate=1e-4x"])
+    assert load_config(Experiment, None, [f"name={text}"]).name == text  # text where text is expected

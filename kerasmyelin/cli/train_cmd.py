@@ -23,6 +23,10 @@ EXAMPLES = """examples:
   kerasmyelin train --config experiments/paper_ensemble.yaml --data cohort/derivatives/tenslice --out runs/ens --fold 2
   # one ensemble member of one fold as its own job (the last member to finish assembles the fold)
   kerasmyelin train --out runs/ens --fold 2 --member old
+  # fine-tune a trained model on a small local cohort: start from its weights, train the layers that
+  # combine the slices, at a tenth of the learning rate, for 50 epochs (docs/own_scans.md)
+  kerasmyelin train --data local/tenslice --out runs/local --init-from runs/synthetic --freeze-branches \
+    --set train.learning_rate=1e-4 --set train.epochs=50
   # every local device (tf.distribute.MirroredStrategy)
   kerasmyelin train --out runs/ens --strategy mirrored
   # one of several worker processes or machines, the cluster in TF_CONFIG (docs/cluster.md); run it on each
@@ -54,6 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--member", action="append", default=None, metavar="NAME",
                    help="train only this network of an ensemble (e.g. young or old; repeatable); the others "
                         "are trained by other jobs, and whichever finishes last assembles the fold")
+    p.add_argument("--init-from", metavar="RUN",
+                   help="fine-tune: start every network from this trained run folder's (its model trained on "
+                        "every infant), fold folder's or .keras file's weights; the architecture must match "
+                        "(sets train.init_from)")
+    p.add_argument("--freeze-branches", action="store_true",
+                   help="with --init-from: keep the ten slice branches as trained and train only the layers that "
+                        "combine them (sets train.freeze_branches)")
     p.add_argument("--strategy", choices=STRATEGIES, default="default",
                    help="'default': model.fit in this process; 'mirrored': every device of this machine; "
                         "'multiworker': the processes or machines TF_CONFIG names, the run folder on a shared "
@@ -77,6 +88,23 @@ def run(args: argparse.Namespace) -> int:
                             "chief's last backup") from None
 
 
+def _with_init(config, args: argparse.Namespace):
+    """``config`` with --init-from (as an absolute path: the run may be resumed from elsewhere)
+    and --freeze-branches applied."""
+    import dataclasses
+    from pathlib import Path
+
+    train = config.train
+    if args.init_from:
+        train = dataclasses.replace(train, init_from=str(Path(args.init_from).expanduser().absolute()))
+    if args.freeze_branches:
+        try:
+            train = dataclasses.replace(train, freeze_branches=True)
+        except ValueError as exc:
+            raise ConfigError(f"--freeze-branches: {exc}") from None
+    return config if train is config.train else dataclasses.replace(config, train=train)
+
+
 def _train(args: argparse.Namespace, strategy) -> int:
     from pathlib import Path
 
@@ -90,7 +118,7 @@ def _train(args: argparse.Namespace, strategy) -> int:
     from kerasmyelin.training.strategy import barrier, chief_first, is_writer
 
     # A run folder that already holds an experiment keeps it: --config / --data may be left out.
-    config = experiment_from_args(args)
+    config = _with_init(experiment_from_args(args), args)
     if args.data is None and not (Path(args.out) / RUN_INFO).exists():
         raise ConfigError("--data is needed for a new run folder")
     # The chief writes a new run folder's config, data fingerprint and splits; the others then read them.

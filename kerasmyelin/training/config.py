@@ -46,6 +46,11 @@ class TrainConfig:
         histogram_every_epochs: how often TensorBoard gets weight histograms (the first epoch,
             then every this many, and the last; ~0.2 s each for the paper network on 2 cores); 0: none.
         seed: weights initialisation, shuffling and augmentation.
+        init_from: fine-tuning: a trained run folder, fold folder or ``.keras`` file whose
+            networks' weights every network of this run starts from (``training.init_from``;
+            ``kerasmyelin train --init-from``); "" (the paper): random initialisation.
+        freeze_branches: with ``init_from``: keep the ten slice branches as trained and train only
+            the layers that combine them (for cohorts of a few dozen infants).
     """
 
     epochs: int = 1000
@@ -63,8 +68,13 @@ class TrainConfig:
     curve_every_epochs: int = 10
     histogram_every_epochs: int = 25
     seed: int = 0
+    init_from: str = ""
+    freeze_branches: bool = False
 
     def __post_init__(self):
+        if self.freeze_branches and not self.init_from:
+            raise ValueError("freeze_branches keeps trained branches as they are: it needs init_from "
+                             "(kerasmyelin train --init-from RUN)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if not 0.0 <= self.validation_fraction < 0.5:

@@ -173,6 +173,15 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
     val_pos = _positions(data, split.get("validation", []))
     test_pos = _positions(data, split["test"])
     wanted = member_names(config, members) if train else []
+    missing = fold_missing(run, config, fold)
+    inits = {}
+    if config.train.init_from and any(m in missing for m in wanted):
+        from kerasmyelin.training.init_from import load_init_source, network_for
+
+        # Every network's source is found before any of them trains.
+        own = layout.record()
+        sources, source_label = load_init_source(config.train.init_from, own.prep_config if own else None)
+        inits = {m: (network_for(sources, m, source_label), source_label) for m in wanted if m in missing}
     networks = []
     for member in config.member_configs():
         if member.name not in wanted and member.name in fold_missing(run, config, fold):
@@ -183,7 +192,8 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
         with job_lock(folder / member.name, f"training {title}") if is_writer(strategy) else nullcontext():
             model = train_network(config.model, config.train, data, keep_train, keep_val, folder / member.name,
                                   name=member.name, title=title, progress=progress,
-                                  hparams=_network_hparams(run, config, member, fold), strategy=strategy)
+                                  hparams=_network_hparams(run, config, member, fold), strategy=strategy,
+                                  init=inits.get(member.name))
         networks.append((member.name, model))
     if not is_writer(strategy) or len(networks) < len(config.member_configs()):
         return folder

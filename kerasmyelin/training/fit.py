@@ -26,6 +26,7 @@ from kerasmyelin.training.callbacks import (
     read_backup_state,
     save_keras_atomic,
 )
+from kerasmyelin.training.init_from import copy_weights, freeze_branches
 from kerasmyelin.training.objective import compile_for_training
 from kerasmyelin.training.summaries import MonitorSet, network_hparams
 
@@ -43,7 +44,7 @@ def load_trained(path: str | os.PathLike):
 
 def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, folder: str | os.PathLike,
                   *, name: str = "myelin_cnn", title: str = "", progress: bool = True,
-                  hparams: dict | None = None, strategy=None):
+                  hparams: dict | None = None, strategy=None, init=None):
     """Train one network (or resume it) in ``folder`` and return the selected weights' model.
 
     Args:
@@ -60,6 +61,9 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
             and training settings (experiment, fold, member, ...; ``summaries.network_hparams``).
         strategy: a ``tf.distribute.Strategy`` from ``training.strategy.make_strategy`` to train
             under (``training.distributed``), or None for ``model.fit`` in this process.
+        init: ``(keras.Model, label)``: a trained network whose weights this one starts from
+            (``training.init_from``; ``train.freeze_branches`` then freezes its slice branches),
+            or None for random initialisation. A resumed network continues from its backup.
 
     Returns:
         ``keras.Model`` with the final or best weights (``train.select``). A folder that already
@@ -93,6 +97,13 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         keras.utils.set_random_seed(train.seed)
         with scope(strategy):
             model = build_myelin_cnn(model_config, name=name)
+            if init is not None:
+                copied = copy_weights(init[0], model, init[1])
+                log.info("%s starts from %s (%d weights)", title or name, init[1], copied)
+                if train.freeze_branches:
+                    # Before compiling: the optimizer tracks only the weights that train.
+                    trainable = freeze_branches(model)
+                    log.info("%s: slice branches frozen, %d weights train", title or name, trainable)
             compile_for_training(model, train)
             if strategy is not None:
                 # Now, under the scope: built later by a backup's restore, outside it, Adam's
