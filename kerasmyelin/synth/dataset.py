@@ -35,7 +35,8 @@ import numpy as np
 from kerasmyelin import __version__
 from kerasmyelin.data.cache import write_cache
 from kerasmyelin.data.prepare import PrepConfig, prepare_subject
-from kerasmyelin.data.shards import INDEX_FILE, shard_writer, split_evenly, write_index
+from kerasmyelin.data.shard_index import INDEX_FILE, write_index
+from kerasmyelin.data.shard_writer import shard_writer, split_evenly
 from kerasmyelin.io.atomic import write_text_atomic
 from kerasmyelin.io.output_dir import OutputFolder
 from kerasmyelin.io.nifti import write_nifti
