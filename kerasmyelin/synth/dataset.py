@@ -42,7 +42,8 @@ from kerasmyelin.io.output_dir import OutputFolder
 from kerasmyelin.io.nifti import write_nifti
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
 from kerasmyelin.synth.cohort import CohortConfig, SubjectSpec, draw_cohort
-from kerasmyelin.synth.simulate import simulate_subject, warm_up
+from kerasmyelin.synth.simulate import simulate_subject
+from kerasmyelin.synth.tissue_signal import warm_up
 
 PARTICIPANT_COLUMNS = ("participant_id", "sex", "gestational_age_weeks", "chronological_age_months",
                        "age_months", "field_strength", "manufacturer")
