@@ -11,13 +11,8 @@ from PIL import Image
 
 from kerasmyelin.cli.main import main
 from kerasmyelin.data.cache import read_cache
-from kerasmyelin.data.nnc import (
-    export_nnc,
-    import_nnc,
-    input_for,
-    load_grey_image,
-    read_nnc_index,
-)
+from kerasmyelin.data.nnc import export_nnc, import_nnc, load_grey_image
+from kerasmyelin.data.nnc_index import input_for, read_nnc_index
 from kerasmyelin.errors import InputError
 from kerasmyelin.levels import INPUT_NAMES
 

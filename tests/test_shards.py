@@ -15,14 +15,9 @@ pytest.importorskip("tensorflow")
 from kerasmyelin.cli.main import main  # noqa: E402
 from kerasmyelin.data.cache import TenSliceSet, read_cache  # noqa: E402
 from kerasmyelin.data.pipeline import make_dataset  # noqa: E402
-from kerasmyelin.data.shards import (  # noqa: E402
-    INDEX_FILE,
-    ShardedTenSliceSet,
-    open_tenslice,
-    read_shards,
-    shard_cache,
-    write_shards,
-)
+from kerasmyelin.data.shard_index import INDEX_FILE  # noqa: E402
+from kerasmyelin.data.shard_writer import shard_cache, write_shards  # noqa: E402
+from kerasmyelin.data.shards import ShardedTenSliceSet, open_tenslice, read_shards  # noqa: E402
 from kerasmyelin.errors import ConfigError, InputError  # noqa: E402
 from kerasmyelin.io.atomic import sha256_file  # noqa: E402
 from kerasmyelin.levels import INPUT_NAMES  # noqa: E402
@@ -69,7 +64,7 @@ def test_sharded_set_holds_the_npz_cache_exactly(tiny_tenslice, sharded_cache):
 
 
 def test_float16_patterns_decode_exactly_as_numpy_converts_them():
-    from kerasmyelin.data.shards import half_to_float32
+    from kerasmyelin.data.shard_records import half_to_float32
 
     bits = np.arange(1 << 16, dtype=np.uint16)
     expected = bits.view(np.float16).astype(np.float32)

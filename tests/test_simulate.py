@@ -5,7 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kerasmyelin.synth.simulate import _Warp, simulate_subject
+from kerasmyelin.synth.head_warp import Warp
+from kerasmyelin.synth.simulate import simulate_subject
 from kerasmyelin.validation.synthetic_ratios import typical_infant, wm_gm_ratios
 
 
@@ -47,7 +48,7 @@ def test_same_seed_same_scan_other_seed_other_noise(infant):
 
 
 def test_warp_round_trip(infant):
-    warp = _Warp(replace(infant, rotation_deg=(10.0, -4.0, 6.0), translation_mm=(3.0, -5.0, 8.0)),
+    warp = Warp(replace(infant, rotation_deg=(10.0, -4.0, 6.0), translation_mm=(3.0, -5.0, 8.0)),
                  np.array([0.0, -18.0, 5.0]), np.random.default_rng(0))
     mni = np.array([[0.0, -28.0, -30.0], [20.0, 10.0, 52.0]]).T
     np.testing.assert_allclose(warp.to_mni(warp.to_world(mni).astype(np.float32)), mni, atol=1e-3)
@@ -103,7 +104,7 @@ def test_tissue_model_cache_round_trip(tmp_path, monkeypatch):
 def test_separable_zero_filled_inverse_equals_the_full_one():
     import scipy.fft
 
-    from kerasmyelin.synth.simulate import _zero_fill, _zero_filled_ifft2
+    from kerasmyelin.synth.acquisition import _zero_fill, _zero_filled_ifft2
 
     rng = np.random.default_rng(0)
     k = (rng.standard_normal((16, 16, 3)) + 1j * rng.standard_normal((16, 16, 3))).astype(np.complex64)

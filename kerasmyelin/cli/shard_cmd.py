@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kerasmyelin.data.shards import read_shards, shard_cache
+    from kerasmyelin.data.shard_writer import shard_cache
+    from kerasmyelin.data.shards import read_shards
     from kerasmyelin.errors import ConfigError
 
     if args.verify:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerasmyelin.data.shards import ShardedTenSliceSet, parse_records
+from kerasmyelin.data.shard_records import parse_records
+from kerasmyelin.data.shards import ShardedTenSliceSet
 from kerasmyelin.errors import ConfigError
 from kerasmyelin.levels import INPUT_NAMES
 

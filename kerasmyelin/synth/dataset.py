@@ -35,13 +35,15 @@ import numpy as np
 from kerasmyelin import __version__
 from kerasmyelin.data.cache import write_cache
 from kerasmyelin.data.prepare import PrepConfig, prepare_subject
-from kerasmyelin.data.shards import INDEX_FILE, shard_writer, split_evenly, write_index
+from kerasmyelin.data.shard_index import INDEX_FILE, write_index
+from kerasmyelin.data.shard_writer import shard_writer, split_evenly
 from kerasmyelin.io.atomic import write_text_atomic
 from kerasmyelin.io.output_dir import OutputFolder
 from kerasmyelin.io.nifti import write_nifti
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
 from kerasmyelin.synth.cohort import CohortConfig, SubjectSpec, draw_cohort
-from kerasmyelin.synth.simulate import simulate_subject, warm_up
+from kerasmyelin.synth.simulate import simulate_subject
+from kerasmyelin.synth.tissue_signal import warm_up
 
 PARTICIPANT_COLUMNS = ("participant_id", "sex", "gestational_age_weeks", "chronological_age_months",
                        "age_months", "field_strength", "manufacturer")

@@ -193,7 +193,7 @@ def age_voxels(month: float, res_mm: float = 1.5, protocol: str = "research3d", 
     """Find the instrument's masks in a typical synthetic infant of ``month`` (3 T, ``protocol``:
     by default the templates' kind; built on ``anatomy``, "mni" or a scaffold segmented from the
     templates in ``templates``) and keep what a ratio needs at those voxels."""
-    from kerasmyelin.synth.simulate import _constant_tissue_signal, subject_tissue_model
+    from kerasmyelin.synth.tissue_signal import constant_tissue_volume, subject_tissue_model
     from kerasmyelin.validation.synthetic_ratios import synthetic_brain_image, typical_infant
 
     spec = typical_infant(month, 3.0, protocol=protocol, anatomy=anatomy, template_root=templates)
@@ -202,7 +202,7 @@ def age_voxels(month: float, res_mm: float = 1.5, protocol: str = "research3d", 
         raise RuntimeError("the tissue model's grid is not RAS-aligned; the instrument's voxels cannot be mapped back")
     masks = level_masks(synthetic_brain_image(spec, "T1w", res_mm))
     scanner = spec.scanner
-    const = {c: _constant_tissue_signal(res_mm, scanner.field_strength, scanner.t1w if c == "T1w" else scanner.t2w,
+    const = {c: constant_tissue_volume(res_mm, scanner.field_strength, scanner.t1w if c == "T1w" else scanner.t2w,
                                         spec.anatomy, spec.template_root)
              for c in CONTRASTS}
     f_wm, f_gm = model.fractions["wm"].ravel(), model.fractions["gm"].ravel()

@@ -66,10 +66,10 @@ def synthetic_brain_image(spec: SubjectSpec, contrast: str, res_mm: float = 1.5)
     """
     import nibabel as nib
 
-    from kerasmyelin.synth.simulate import _signal_volumes, skull_strip_mask, subject_tissue_model
+    from kerasmyelin.synth.tissue_signal import signal_volumes, skull_strip_mask, subject_tissue_model
 
     model = subject_tissue_model(spec, res_mm)
-    t1w, t2w = _signal_volumes(model, spec, spec.scanner, np.random.default_rng(spec.seed))
+    t1w, t2w = signal_volumes(model, spec, spec.scanner, np.random.default_rng(spec.seed))
     mask = skull_strip_mask(res_mm, spec.anatomy, spec.template_root)
     data = np.where(mask > 0, t1w if contrast == "T1w" else t2w, 0.0).astype(np.float32)
     scale = (spec.brain_volume_ml / model.brain_ml) ** (1 / 3) * np.asarray(model.proportions)

@@ -27,7 +27,7 @@ def _layer_signals(months: float, curves: str, protocol: str) -> dict[str, dict[
     from kerasmyelin.synth.maturation import grey_matter_times
     from kerasmyelin.synth.relaxation import tissue_parameters
     from kerasmyelin.synth.sequences import scanner_for
-    from kerasmyelin.synth.simulate import constant_tissue_signals
+    from kerasmyelin.synth.tissue_signal import constant_tissue_signals
 
     tc = curves_for(curves)
     scanner = scanner_for(protocol, 3.0)

@@ -36,7 +36,7 @@ import numpy as np
 from kerasmyelin.atlas.alignment import coordinate_search
 from kerasmyelin.errors import InputError
 from kerasmyelin.levels import LEVELS
-from kerasmyelin.synth.simulate import rotation_matrix
+from kerasmyelin.synth.head_warp import rotation_matrix
 
 REFERENCES = ("head", "cerebrum")
 SWEEPS = 10  # coordinate-search sweeps per stage at most
