@@ -641,6 +641,19 @@ def calibration_with_four_scans(s):
                   listing, "4 labelled scan(s); a site calibration needs at least 5")
 
 
+def init_from_not_a_run(s):
+    elsewhere = s.root / "elsewhere"
+    elsewhere.mkdir()
+    return Expect([*s.train(), "--init-from", str(elsewhere)], elsewhere,
+                  "not a kerasmyelin run (no config.yaml), fold folder or .keras file to start training from")
+
+
+def init_from_another_architecture(s):
+    # The tiny model has 8-unit dense layers; the paper's network at 32 pixels has 32.
+    return Expect([*s.train(overrides=["model.image_size=32"]), "--init-from", str(s.assets["model"])],
+                  s.assets["model"], "the architectures differ at layer 't1w_a_dense'")
+
+
 CASES = {
     "truncated .nii.gz": truncated_gz,
     "truncated .nii.gz, earlier output kept": truncated_gz_keeps_earlier_output,
@@ -717,6 +730,8 @@ CASES = {
     "model without its record (preparation settings)": model_without_its_record,
     "--prep contradicting the model's record": prep_contradicting_the_record,
     "site calibration on four scans": calibration_with_four_scans,
+    "--init-from a folder that is not a run": init_from_not_a_run,
+    "--init-from a model of another architecture": init_from_another_architecture,
 }
 
 

@@ -121,6 +121,12 @@ def _train(args: argparse.Namespace, strategy) -> int:
     config = _with_init(experiment_from_args(args), args)
     if args.data is None and not (Path(args.out) / RUN_INFO).exists():
         raise ConfigError("--data is needed for a new run folder")
+    if config.train.init_from and not (Path(args.out) / RUN_INFO).exists():
+        # Before the run folder is made: a source that cannot start this run leaves nothing behind.
+        from kerasmyelin.data.shards import open_tenslice
+        from kerasmyelin.training.init_from import check_init_source
+
+        check_init_source(config, open_tenslice(args.data).manifest.get("prep_config"))
     # The chief writes a new run folder's config, data fingerprint and splits; the others then read them.
     run_dir, config, data, splits = chief_first(strategy, lambda: open_run(args.out, config, args.data))
     members = member_names(config, args.member)

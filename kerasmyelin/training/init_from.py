@@ -10,7 +10,7 @@ copied by layer name, and a missing layer or a different shape is an error namin
 any training starts.
 
 ``train.freeze_branches`` then keeps the ten slice branches (two convolutions and the dense layer
-of each slice, ~99% of the weights) as they are and trains only the layers that combine them:
+of each slice, 97.5% of the paper network's weights) as they are and trains only the layers that combine them:
 what a cohort of 5-40 infants can support.
 """
 
@@ -128,6 +128,21 @@ def copy_weights(source, target, label: str) -> int:
     for layer, theirs in pending:  # only once every layer is known to fit
         layer.set_weights(theirs)
     return sum(w.size for _, ws in pending for w in ws)
+
+
+def check_init_source(config, prep_config: dict | None) -> None:
+    """Before a run folder is made: ``config.train.init_from`` can start each of ``config``'s
+    networks (source found, same preparation, a network for every member, same architecture).
+
+    Raises:
+        InputError / ConfigError: naming the source and what does not fit.
+    """
+    from kerasmyelin.models.myelin_cnn import build_myelin_cnn
+
+    networks, label = load_init_source(config.train.init_from, prep_config)
+    target = build_myelin_cnn(config.model)
+    for member in config.member_configs():
+        copy_weights(network_for(networks, member.name, label), target, label)
 
 
 def freeze_branches(model) -> int:
