@@ -60,7 +60,7 @@ def test_each_ensemble_member_starts_from_the_simple_model_with_its_branches_fro
     out = tmp_path / "frozen"
     assert main(["train", "--config", str(SMOKE_YAML), "--data", str(tiny_tenslice), "--out", str(out), "--quiet",
                  "--set", "train.epochs=2", "--set", "train.learning_rate=1e-2", *ENSEMBLE,
-                 "--init-from", str(source_run), "--freeze-branches"]) == 0
+                 "--init-from", str(source_run), "--set", "train.freeze_branches=true"]) == 0
     source = _weights(source_run / "full" / "simple" / "final.keras")
     branches = [n for n in source if n.startswith(tuple(f"{i}_" for i in INPUT_NAMES))]
     combining = [n for n in source if n not in branches]
@@ -106,7 +106,8 @@ def test_a_simple_model_cannot_start_from_a_whole_ensemble(source_run, tiny_tens
     ("other image size", "trained on 32x32 images and this run's are 40x40"),
     ("other preparation", "intensity_reference: 'head' there, 'brain_core' here"),
     ("only folds", "no model trained on every infant (full/model.keras), only fold models"),
-    ("freeze alone", "freeze_branches keeps trained branches as they are: it needs init_from"),
+    ("freeze alone", "train.freeze_branches keeps trained branches as they are: it needs init_from"),
+    ("freeze alone by --set", "train.freeze_branches keeps trained branches as they are: it needs init_from"),
 ])
 def test_a_source_that_does_not_fit_is_refused_by_name(case, message, source_run, tiny_tenslice, tmp_path, capsys):
     from kerasmyelin.data.cache import write_cache
@@ -137,7 +138,12 @@ def test_a_source_that_does_not_fit_is_refused_by_name(case, message, source_run
         source = str(folds)
     args = ["train", "--config", str(SMOKE_YAML), "--data", str(data), "--out", str(tmp_path / "run"), "--quiet",
             "--set", "train.epochs=1", *extra]
-    args += ["--freeze-branches"] if case == "freeze alone" else ["--init-from", source]
+    if case == "freeze alone":
+        args += ["--freeze-branches"]
+    elif case == "freeze alone by --set":
+        args += ["--set", "train.freeze_branches=true"]
+    else:
+        args += ["--init-from", source]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err

@@ -94,14 +94,14 @@ def _with_init(config, args: argparse.Namespace):
     import dataclasses
     from pathlib import Path
 
+    from kerasmyelin.training.init_from import check_freeze
+
     train = config.train
     if args.init_from:
         train = dataclasses.replace(train, init_from=str(Path(args.init_from).expanduser().absolute()))
     if args.freeze_branches:
-        try:
-            train = dataclasses.replace(train, freeze_branches=True)
-        except ValueError as exc:
-            raise ConfigError(f"--freeze-branches: {exc}") from None
+        train = dataclasses.replace(train, freeze_branches=True)
+    check_freeze(train)
     return config if train is config.train else dataclasses.replace(config, train=train)
 
 

@@ -50,7 +50,9 @@ class TrainConfig:
             networks' weights every network of this run starts from (``training.init_from``;
             ``kerasmyelin train --init-from``); "" (the paper): random initialisation.
         freeze_branches: with ``init_from``: keep the ten slice branches as trained and train only
-            the layers that combine them (for cohorts of a few dozen infants).
+            the layers that combine them (for cohorts of a few dozen infants). Checked when a run
+            starts (``training.init_from.check_freeze``), not here, so that a YAML file or ``--set``
+            may name it before ``--init-from`` is applied.
     """
 
     epochs: int = 1000
@@ -72,9 +74,6 @@ class TrainConfig:
     freeze_branches: bool = False
 
     def __post_init__(self):
-        if self.freeze_branches and not self.init_from:
-            raise ValueError("freeze_branches keeps trained branches as they are: it needs init_from "
-                             "(kerasmyelin train --init-from RUN)")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if not 0.0 <= self.validation_fraction < 0.5:

@@ -175,6 +175,9 @@ def run_fold(run: Path, config: ExperimentConfig, data: TenSliceSet, splits, fol
     wanted = member_names(config, members) if train else []
     missing = fold_missing(run, config, fold)
     inits = {}
+    from kerasmyelin.training.init_from import check_freeze
+
+    check_freeze(config.train)
     if config.train.init_from and any(m in missing for m in wanted):
         from kerasmyelin.training.init_from import load_init_source, network_for
 

@@ -130,6 +130,13 @@ def copy_weights(source, target, label: str) -> int:
     return sum(w.size for _, ws in pending for w in ws)
 
 
+def check_freeze(train) -> None:
+    """``train.freeze_branches`` needs ``train.init_from``: frozen random branches learn nothing."""
+    if train.freeze_branches and not train.init_from:
+        raise ConfigError("train.freeze_branches keeps trained branches as they are: it needs init_from "
+                          "(kerasmyelin train --init-from RUN)")
+
+
 def check_init_source(config, prep_config: dict | None) -> None:
     """Before a run folder is made: ``config.train.init_from`` can start each of ``config``'s
     networks (source found, same preparation, a network for every member, same architecture).
