@@ -41,11 +41,17 @@ DISAGREE_MM = 6.0
 MIN_LEVEL_AREA = 0.10
 # Neighbouring voxels inside the head less correlated than this: noise (as ``predict`` refuses).
 MIN_NEIGHBOUR_R = 0.3
+# A fit whose outline overlaps better turned front to back by more than this is doubtful. Stricter
+# than predict's warning (level_finder.REVERSAL_MARGIN, 0.03): a training scan costs a look, not a
+# refusal, and a synthetic infant stored front to back reversed gained only 0.022 (0.926 -> 0.948)
+# with its levels two slices off. The turn is tried only below FinderConfig.reversal_check_below.
+REVERSED_MARGIN = 0.01
 THUMB_SIZE = 96  # side of the QC thumbnails, pixels
 
 REASONS = {
     "low_overlap": f"the T1w outline overlaps the aligned reference by less than {MIN_DICE:g} (Dice)",
-    "reversed_header": "the outline fits clearly better turned front to back: the header may reverse them",
+    "reversed_header": f"the outline fits better (by more than {REVERSED_MARGIN:g} Dice) turned front to back: "
+                       "the header may reverse front and back",
     "t1w_t2w_disagree": f"T1w and T2w fits differ by more than {DISAGREE_SLICES} slices and {DISAGREE_MM:g} mm "
                         "at some level",
     "level_outside_head": f"a level's slice holds less than {MIN_LEVEL_AREA:.0%} of the widest slice's head",
@@ -132,7 +138,7 @@ def find_scan_levels(root: Path, key: tuple[str, str], config: FinderConfig = Fi
             out.t2w_levels, out.t2w_dice = levels, float(fit.dice)
     t1 = fits.get("T1w")
     if t1 is not None:
-        if t1.looks_reversed:
+        if t1.reversed_dice is not None and t1.reversed_dice > t1.dice + REVERSED_MARGIN:
             out.reasons.append(("reversed_header", f"Dice {t1.reversed_dice:.2f} turned against {t1.dice:.2f}"))
         elif t1.dice < MIN_DICE:
             out.reasons.append(("low_overlap", f"Dice {t1.dice:.2f}"))
@@ -294,7 +300,8 @@ def prepare_bids_auto(bids: str | Path, out: str | Path, *, keep_doubtful: bool 
     manifest = {"level_source": "automatic", "levels_file": LEVELS_FILE,
                 "automatic_levels": {"keep_doubtful": keep_doubtful, "finder": {"min_dice": MIN_DICE,
                                      "disagree_slices": DISAGREE_SLICES, "disagree_mm": DISAGREE_MM,
-                                     "min_level_area": MIN_LEVEL_AREA, "min_neighbour_r": MIN_NEIGHBOUR_R},
+                                     "min_level_area": MIN_LEVEL_AREA,
+                                     "reversed_margin": REVERSED_MARGIN, "min_neighbour_r": MIN_NEIGHBOUR_R},
                                      "doubtful_excluded": [summary(s) for s in left_out],
                                      "doubtful_kept": [summary(s) for s in doubtful if s not in left_out],
                                      "scans": [summary(s) for s in found]}}
