@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
         if args.levels:
             raise InputError("--levels belongs to --bids: an NNC dataset already holds the chosen slices")
+        if args.keep_doubtful:
+            raise InputError("--keep-doubtful belongs to --bids without --levels: an NNC dataset already holds "
+                             "the chosen slices")
         out = import_nnc(args.nnc, args.out, image_size=args.image_size, intensity=args.nnc_intensity,
                          overwrite=args.overwrite, progress=not args.quiet)
         print(f"wrote the ten-slice cache to {out}")

@@ -164,7 +164,7 @@ def bids_anat_file(root: Path, participant_id: str, contrast: str, session: str 
     raise InputError(f"no {contrast} image for {label} (looked for {label}_{contrast}.nii[.gz]){hint}", anat)
 
 
-def _check_same_grid(volumes: dict, paths: dict) -> None:
+def check_same_grid(volumes: dict, paths: dict) -> None:
     """The slice indices are shared by both contrasts, so their grids must agree."""
     (c1, (d1, a1)), (c2, (d2, a2)) = volumes.items()
     if d1.shape != d2.shape or not np.allclose(a1, a2, atol=1e-3):
@@ -187,7 +187,7 @@ def _prepare_scan(root: Path, key: tuple[str, str], levels: dict[str, int], conf
         volumes[contrast] = load_volume(path)
         files[contrast] = {"path": str(path.relative_to(root)),
                            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-    _check_same_grid(volumes, {c: root / files[c]["path"] for c in CONTRASTS})
+    check_same_grid(volumes, {c: root / files[c]["path"] for c in CONTRASTS})
     n_axial = to_canonical(*volumes["T1w"])[0].shape[2]
     outside = {k: v for k, v in levels.items() if not 0 <= v < n_axial}
     if outside:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasmyelin.data.build import LEVEL_COLUMNS, NOT_AVAILABLE, LevelTable, bids_anat_file
+from kerasmyelin.data.build import LEVEL_COLUMNS, NOT_AVAILABLE, LevelTable, bids_anat_file, check_same_grid
 from kerasmyelin.data.prepare import PrepConfig, head_mask, outline_step, prepare_volume, to_canonical
 from kerasmyelin.errors import InputError
 from kerasmyelin.io.nifti import load_volume
@@ -116,10 +116,12 @@ def find_scan_levels(root: Path, key: tuple[str, str], config: FinderConfig = Fi
     """Find and check one scan's levels (see the module docstring). Unreadable files raise."""
     from kerasmyelin.wholebrain.plausibility import neighbour_correlation
 
-    volumes = {}
+    loaded, paths = {}, {}
     for contrast in CONTRASTS:
-        path = bids_anat_file(root, key[0], contrast, key[1])
-        volumes[contrast] = (*to_canonical(*load_volume(path)), str(path))
+        paths[contrast] = bids_anat_file(root, key[0], contrast, key[1])
+        loaded[contrast] = load_volume(paths[contrast])
+    check_same_grid(loaded, paths)  # the levels are shared by both contrasts, as prepare_bids requires
+    volumes = {c: (*to_canonical(*loaded[c]), str(paths[c])) for c in CONTRASTS}
     out = ScanLevels(key, None)
     fits = {}
     for contrast, (data, affine, source) in volumes.items():
@@ -238,7 +240,8 @@ OVERVIEW_FILE = "overview.png"
 
 
 def write_qc(folder: Path, found: list[ScanLevels]) -> None:
-    """``folder``/qc: one contact sheet per scan with levels, and overview.png of all."""
+    """``folder``/qc: one contact sheet per scan with levels (not those the finder failed on), and
+    overview.png of all."""
     from kerasmyelin.evaluation.level_sheets import save_level_sheet, save_overview
 
     qc = folder / QC_FOLDER
