@@ -4,8 +4,9 @@ reasons to doubt a fit.
 ``kerasmyelin prepare --bids DIR`` without ``--levels`` runs :func:`.level_finder.find_levels`
 (the same registration ``predict`` uses) on each scan, on the volume as the cache reads it:
 reoriented to RAS, no resampling and no slabs, so the slice indices are those of a levels table
-(:func:`kerasmyelin.data.build.read_level_table`). The T1w's fit sets the levels of both contrasts,
-as in ``predict``; the T2w is fitted as well, on its own, only to check the T1w's.
+(:func:`kerasmyelin.data.build.read_level_table`). Both contrasts are fitted, each on its own; the
+one whose outline overlaps the reference better sets the levels of both (``predict`` has only the
+T1w's fit; here the second fit is cheap and checks the first).
 
 A scan is *doubtful* (:data:`REASONS`) when its fit cannot be trusted without a look: a low outline
 overlap, an outline that fits better turned front to back (a header reversing front and back),
@@ -30,7 +31,7 @@ from kerasmyelin.io.tables import read_tsv
 from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS
 from kerasmyelin.wholebrain.level_finder import FinderConfig, find_levels, looks_skull_stripped, subject_outline
 
-# Below this T1w outline overlap a fit is doubtful: the value ``predict`` warns at (synthetic
+# Below this outline overlap (the better contrast's) a fit is doubtful: the value ``predict`` warns at (synthetic
 # infants: median 0.957, lowest 0.917, level_finder.FinderConfig).
 MIN_DICE = 0.85
 # T1w and T2w fits disagree when a level differs by more than this many slices and this many mm
@@ -49,7 +50,7 @@ REVERSED_MARGIN = 0.01
 THUMB_SIZE = 96  # side of the QC thumbnails, pixels
 
 REASONS = {
-    "low_overlap": f"the T1w outline overlaps the aligned reference by less than {MIN_DICE:g} (Dice)",
+    "low_overlap": f"neither contrast's outline overlaps the aligned reference by {MIN_DICE:g} (Dice) or more",
     "reversed_header": f"the outline fits better (by more than {REVERSED_MARGIN:g} Dice) turned front to back: "
                        "the header may reverse front and back",
     "t1w_t2w_disagree": f"T1w and T2w fits differ by more than {DISAGREE_SLICES} slices and {DISAGREE_MM:g} mm "
@@ -66,20 +67,22 @@ class ScanLevels:
 
     Attributes:
         key: (participant_id, session_id or "").
-        levels: level key -> 0-based axial slice of the RAS volume (the T1w's fit), or None.
-        t2w_levels: the same from the T2w's own fit, or None.
+        levels: level key -> 0-based axial slice of the RAS volume, used for both contrasts: the
+            fit of the contrast whose outline overlaps better (``levels_from``), or None.
+        t1w_levels, t2w_levels: the same from each contrast's own fit, or None.
         dice: the T1w outline overlap (None when the fit failed); t2w_dice likewise.
-        reversed_dice: the T1w overlap turned front to back, where it was checked.
+        levels_from: "T1w" or "T2w", whose fit gave ``levels``.
         reasons: (reason code of :data:`REASONS`, detail) for each doubt; empty when none.
         thumbs: contrast -> level key -> (THUMB_SIZE, THUMB_SIZE) prepared image, for QC.
     """
 
     key: tuple[str, str]
     levels: dict[str, int] | None
+    t1w_levels: dict[str, int] | None = None
     t2w_levels: dict[str, int] | None = None
     dice: float | None = None
     t2w_dice: float | None = None
-    reversed_dice: float | None = None
+    levels_from: str | None = None
     reasons: list[tuple[str, str]] = field(default_factory=list)
     thumbs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -135,18 +138,24 @@ def find_scan_levels(root: Path, key: tuple[str, str], config: FinderConfig = Fi
         if not r >= MIN_NEIGHBOUR_R:
             out.reasons.append(("noise", f"{contrast}: neighbour correlation {r:.2f}"))
         if contrast == "T1w":
-            out.levels, out.dice, out.reversed_dice = levels, float(fit.dice), fit.reversed_dice
+            out.t1w_levels, out.dice = levels, float(fit.dice)
         else:
             out.t2w_levels, out.t2w_dice = levels, float(fit.dice)
-    t1 = fits.get("T1w")
-    if t1 is not None:
-        if t1.reversed_dice is not None and t1.reversed_dice > t1.dice + REVERSED_MARGIN:
-            out.reasons.append(("reversed_header", f"Dice {t1.reversed_dice:.2f} turned against {t1.dice:.2f}"))
-        elif t1.dice < MIN_DICE:
-            out.reasons.append(("low_overlap", f"Dice {t1.dice:.2f}"))
-    if out.levels is not None and out.t2w_levels is not None:
+    if fits:
+        # The better-fitting contrast sets the levels: the outline of a T1w whose brain is as dark
+        # as its CSF (or of a newborn's T2w) can fit poorly while the other contrast's fits well.
+        best = max(fits, key=lambda c: fits[c].dice)
+        out.levels_from, out.levels = best, out.t1w_levels if best == "T1w" else out.t2w_levels
+        turned = {c: f for c, f in fits.items() if f.reversed_dice is not None
+                  and f.reversed_dice > f.dice + REVERSED_MARGIN}
+        if turned:
+            out.reasons.append(("reversed_header", "; ".join(f"{c}: Dice {f.reversed_dice:.2f} turned against "
+                                                             f"{f.dice:.2f}" for c, f in turned.items())))
+        elif fits[best].dice < MIN_DICE:
+            out.reasons.append(("low_overlap", ", ".join(f"{c} Dice {f.dice:.2f}" for c, f in fits.items())))
+    if out.t1w_levels is not None and out.t2w_levels is not None:
         slice_mm = abs(float(volumes["T1w"][1][2, 2])) or 1.0
-        diff = {k: out.t2w_levels[k] - out.levels[k] for k in LEVEL_KEYS}
+        diff = {k: out.t2w_levels[k] - out.t1w_levels[k] for k in LEVEL_KEYS}
         far = {k: d for k, d in diff.items() if abs(d) > DISAGREE_SLICES and abs(d) * slice_mm > DISAGREE_MM}
         if far:
             out.reasons.append(("t1w_t2w_disagree", "T2w - T1w slices " + ", ".join(f"{k}: {d:+d}"
@@ -205,8 +214,8 @@ def levels_tsv(table: LevelTable) -> str:
 
 def doubtful_tsv(found: list[ScanLevels], kept: bool) -> str:
     """The text of doubtful.tsv: each doubtful scan, what was found, why it is doubted."""
-    head = ["participant_id", "session_id", "in_cache", "reasons", "details", "t1w_dice", "t2w_dice"]
-    head += list(LEVEL_COLUMNS) + [f"t2w_{c}" for c in LEVEL_COLUMNS]
+    head = ["participant_id", "session_id", "in_cache", "reasons", "details", "t1w_dice", "t2w_dice", "levels_from"]
+    head += list(LEVEL_COLUMNS) + [f"{c}_{col}" for c in ("t1w", "t2w") for col in LEVEL_COLUMNS]
     lines = ["\t".join(head)]
     for s in found:
         if not s.doubtful:
@@ -219,15 +228,17 @@ def doubtful_tsv(found: list[ScanLevels], kept: bool) -> str:
         lines.append("\t".join([s.key[0], s.key[1] or NOT_AVAILABLE, "yes" if kept_here else "no",
                                 ",".join(r for r, _ in s.reasons), "; ".join(d for _, d in s.reasons),
                                 NOT_AVAILABLE if s.dice is None else f"{s.dice:.3f}",
-                                NOT_AVAILABLE if s.t2w_dice is None else f"{s.t2w_dice:.3f}"]
-                               + cells(s.levels) + cells(s.t2w_levels)))
+                                NOT_AVAILABLE if s.t2w_dice is None else f"{s.t2w_dice:.3f}",
+                                s.levels_from or NOT_AVAILABLE]
+                               + cells(s.levels) + cells(s.t1w_levels) + cells(s.t2w_levels)))
     return "\n".join(lines) + "\n"
 
 
 def summary(s: ScanLevels) -> dict:
     """One scan's fit for the manifest."""
     return {"participant_id": s.key[0], **({"session_id": s.key[1]} if s.key[1] else {}),
-            "slices": s.levels, "t2w_slices": s.t2w_levels,
+            "slices": s.levels, "levels_from": s.levels_from, "t1w_slices": s.t1w_levels,
+            "t2w_slices": s.t2w_levels,
             "dice": None if s.dice is None else round(s.dice, 4),
             "t2w_dice": None if s.t2w_dice is None else round(s.t2w_dice, 4),
             "reasons": [r for r, _ in s.reasons]}
@@ -249,7 +260,8 @@ def write_qc(folder: Path, found: list[ScanLevels]) -> None:
     for s in found:
         if s.levels is None:
             continue
-        note = f"T1w outline overlap {s.dice:.2f}" if s.dice is not None else ""
+        note = f"levels from the {s.levels_from} fit; outline overlap " + ", ".join(
+            f"{c} {d:.2f}" for c, d in (("T1w", s.dice), ("T2w", s.t2w_dice)) if d is not None)
         if s.reasons:
             note += "; DOUBTFUL: " + "; ".join(f"{r} ({d})" for r, d in s.reasons)
         save_level_sheet(qc / f"{'_'.join(filter(None, s.key))}.png", s.label, s.levels, s.thumbs, note, s.doubtful)
