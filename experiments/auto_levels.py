@@ -13,6 +13,8 @@ pose) is prepared twice: with its true levels (derivatives/synth_truth/truth.tsv
 Prints and writes WORK/auto_levels.json.
 
 Usage: python experiments/auto_levels.py --work DIR [--subjects 40] [--epochs 20] [--folds 3] [--seed 7]
+About 8 minutes on 2 busy cores at the defaults; the numbers are in docs/inputs.md ("Levels found
+automatically").
 Resumable: a step whose output exists is skipped. A tiny end-to-end check:
   python experiments/auto_levels.py --work /tmp/al_tiny --subjects 6 --epochs 1 --folds 2
 """
