@@ -425,6 +425,29 @@ def negative_slice_level(s):
     return Expect(s.prepare(), s.levels, "negative slice index")
 
 
+LEVELS_HEADER = "participant_id\tslice_a\tslice_b\tslice_c\tslice_d\tslice_e\n"
+
+
+def slice_level_outside_volume(s):
+    s.levels.write_text(LEVELS_HEADER + f"sub-01\t4\t7\t10\t13\t{SHAPE[2] + 5}\n")
+    return Expect(s.prepare(), s.levels, f"line 2 (sub-01): slice index {{'e': {SHAPE[2] + 5}}} is outside the volume")
+
+
+def slice_levels_twice(s):
+    s.levels.write_text(LEVELS_HEADER + "sub-01\t4\t7\t10\t13\t16\nsub-01\t4\t7\t10\t13\t15\n")
+    return Expect(s.prepare(), s.levels, "line 3: sub-01 has slice levels twice (also line 2)")
+
+
+def participant_without_levels(s):
+    s.participants.write_text("participant_id\tage_months\nsub-01\t6.5\nsub-02\t7.0\n")
+    return Expect(s.prepare(), s.levels, "no row for sub-02 (")
+
+
+def levels_for_unknown_participant(s):
+    s.levels.write_text(LEVELS_HEADER + "sub-01\t4\t7\t10\t13\t16\nsub-09\t4\t7\t10\t13\t16\n")
+    return Expect(s.prepare(), s.levels, "line 3 (sub-09): sub-09 is not in")
+
+
 def bids_duplicate_ids(s):
     s.participants.write_text("participant_id\tage_months\nsub-01\t6.5\nsub-01\t7.0\n")
     return Expect(s.predict_list("--bids", s.bids), s.participants, "appears twice")
@@ -690,6 +713,10 @@ CASES = {
     "participants.tsv not UTF-8": participants_not_utf8,
     "participants.tsv with a 200 kB cell": participants_huge_cell,
     "negative slice level": negative_slice_level,
+    "slice level outside the volume": slice_level_outside_volume,
+    "slice levels twice": slice_levels_twice,
+    "participant without levels": participant_without_levels,
+    "levels for an unknown participant": levels_for_unknown_participant,
     "BIDS batch, duplicate participant ids": bids_duplicate_ids,
     "sessions.tsv with a ragged row": sessions_ragged,
     "CSV list without t2w column": csv_missing_column,

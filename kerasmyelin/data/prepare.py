@@ -3,7 +3,8 @@
 Wada et al. 2019 took, for each infant, the T1w and T2w slice at five levels, "cropped to the
 head", resized them to 128x128 greyscale and normalised their intensity. The same functions
 prepare synthetic and real scans; only the source of the slice indices differs (ground truth,
-a person, or an automatic level finder, still to come).
+a person, or the automatic level finder of
+:mod:`kerasmyelin.wholebrain.level_finder`, which ``prepare`` runs without ``--levels``).
 
 Conventions: volumes are (X, Y, Z) arrays with an affine; after ``to_canonical`` axis 0 runs to
 the patient's right, axis 1 to anterior, axis 2 up (RAS). Output images are shown the way a
