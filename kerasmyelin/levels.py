@@ -52,3 +52,42 @@ def input_name(contrast: str, level: str) -> str:
 
 # T1w a-e first, then T2w a-e: the order of the paper's Figure 2.
 INPUT_NAMES: tuple[str, ...] = tuple(input_name(c, lv) for c in CONTRASTS for lv in LEVEL_KEYS)
+
+
+def check_contrasts(contrasts) -> tuple[str, ...]:
+    """``contrasts`` as a tuple, checked: one or both of ``CONTRASTS``, each once, in that order.
+
+    Raises:
+        ValueError: empty, an unknown name, a name twice, or out of order.
+    """
+    given = tuple(contrasts)
+    if not given:
+        raise ValueError(f"contrasts must name at least one of {list(CONTRASTS)}")
+    unknown = [c for c in given if c not in CONTRASTS]
+    if unknown:
+        raise ValueError(f"unknown contrast {unknown[0]!r}; expected one or more of {list(CONTRASTS)}")
+    if len(set(given)) != len(given):
+        raise ValueError(f"contrasts name {sorted({c for c in given if given.count(c) > 1})[0]!r} twice: {list(given)}")
+    if given != tuple(c for c in CONTRASTS if c in given):
+        raise ValueError(f"contrasts must be in the order {list(CONTRASTS)}, got {list(given)}")
+    return given
+
+
+def contrast_input_names(contrasts=CONTRASTS) -> tuple[str, ...]:
+    """The input names of a network over ``contrasts``: their five levels each, in
+    ``INPUT_NAMES`` order (all ten for T1w and T2w, ``t1w_a`` .. ``t1w_e`` for T1w alone)."""
+    return tuple(input_name(c, lv) for c in check_contrasts(contrasts) for lv in LEVEL_KEYS)
+
+
+def contrasts_of(names) -> tuple[str, ...]:
+    """The contrasts whose inputs ``names`` are, in any order: the inverse of ``contrast_input_names``.
+
+    Raises:
+        ValueError: ``names`` are not all five levels of one or both contrasts.
+    """
+    names = set(names)
+    contrasts = tuple(c for c in CONTRASTS if any(n == input_name(c, lv) for lv in LEVEL_KEYS for n in names))
+    if not contrasts or names != set(contrast_input_names(contrasts)):
+        raise ValueError(f"inputs {sorted(names)} are not the five levels of one contrast, nor of both "
+                         f"(all ten: {list(INPUT_NAMES)})")
+    return contrasts

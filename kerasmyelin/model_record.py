@@ -13,7 +13,8 @@ all of that, and travels with the model:
   that folder), ``metadata_props["kerasmyelin"]`` in an ONNX file, the member above in a ``.keras``.
 
 Fields (JSON): ``format`` ("kerasmyelin-model-record"), ``version``, ``prep_config`` (the
-PrepConfig fields), ``image_size``, ``inputs`` (the ten input names, in order), ``contrasts``,
+PrepConfig fields), ``image_size``, ``inputs`` (the input names, in order: the ten, or a single-contrast network's
+five), ``contrasts`` (the contrasts those inputs take, in ``levels.CONTRASTS`` order),
 ``trained_age_range_months`` ([min, max] of the training infants), ``normative`` (the normative
 model, ``NormativeModel.to_dict``, or null when none was fitted: estimates then come without
 interval or grade) and ``norms_report`` (its cross-validation summary, or null), ``calibration``
@@ -36,7 +37,7 @@ from pathlib import Path
 from kerasmyelin.data.prepare import PrepConfig
 from kerasmyelin.errors import ConfigError, InputError
 from kerasmyelin.io.model_files import RECORD_MEMBER
-from kerasmyelin.levels import CONTRASTS, INPUT_NAMES
+from kerasmyelin.levels import CONTRASTS, INPUT_NAMES, check_contrasts, contrast_input_names
 
 FORMAT = "kerasmyelin-model-record"
 VERSION = 1
@@ -55,8 +56,8 @@ class ModelRecord:
     Attributes:
         prep_config: PrepConfig fields the training slices were prepared with.
         image_size: side of the square input images.
-        inputs: the ten input names, in the model's order.
-        contrasts: the contrasts the inputs take (T1w, T2w).
+        inputs: the input names, in the model's order: ``levels.contrast_input_names(contrasts)``.
+        contrasts: the contrasts the inputs take: (T1w, T2w), or one of them.
         trained_age_range_months: (min, max) corrected age of the training infants; None when
             the settings were given by hand (``--prep``) for an old model.
         normative: ``NormativeModel.to_dict()`` of the run's norms, or None.
@@ -83,10 +84,12 @@ class ModelRecord:
         if int(self.prep_config.get("image_size", self.image_size)) != int(self.image_size):
             raise ValueError(f"prep_config.image_size {self.prep_config['image_size']} differs from image_size "
                              f"{self.image_size}")
-        if tuple(self.inputs) != INPUT_NAMES:
-            raise ValueError(f"inputs must be the ten {list(INPUT_NAMES)}, got {list(self.inputs)}")
-        if tuple(self.contrasts) != CONTRASTS:
-            raise ValueError(f"contrasts must be {list(CONTRASTS)}, got {list(self.contrasts)}")
+        contrasts = check_contrasts(self.contrasts)
+        if tuple(self.inputs) != contrast_input_names(contrasts):
+            raise ValueError(f"inputs must be the {list(contrasts)} ones, {list(contrast_input_names(contrasts))}, "
+                             f"got {list(self.inputs)}")
+        object.__setattr__(self, "contrasts", contrasts)
+        object.__setattr__(self, "inputs", tuple(self.inputs))
 
     def prep(self) -> PrepConfig:
         """The preparation to serve with (PrepConfig's checks run here)."""
@@ -126,9 +129,9 @@ class ModelRecord:
             raise InputError(f"model record: unknown key(s) {', '.join(unknown)}", source)
         try:
             ages = body.get("trained_age_range_months")
+            contrasts = tuple(body.get("contrasts", CONTRASTS))
             return cls(prep_config=dict(body["prep_config"]), image_size=int(body["image_size"]),
-                       inputs=tuple(body.get("inputs", INPUT_NAMES)),
-                       contrasts=tuple(body.get("contrasts", CONTRASTS)),
+                       inputs=tuple(body.get("inputs", contrast_input_names(contrasts))), contrasts=contrasts,
                        trained_age_range_months=None if ages is None else (float(ages[0]), float(ages[1])),
                        normative=body.get("normative"), norms_report=body.get("norms_report"),
                        calibration=body.get("calibration"), experiment=str(body.get("experiment", "")))
@@ -148,14 +151,17 @@ def _get(data, key):
     return data.get(key) if isinstance(data, dict) else None
 
 
-def record_from_cache_manifest(manifest: dict, image_size: int, ages, experiment: str = "") -> ModelRecord | None:
-    """The record of a network trained on a ten-slice cache with this ``manifest``; None when the
-    manifest predates ``prep_config`` (a cache kerasmyelin wrote before it was recorded)."""
+def record_from_cache_manifest(manifest: dict, image_size: int, ages, experiment: str = "",
+                               contrasts=CONTRASTS) -> ModelRecord | None:
+    """The record of a network over ``contrasts`` trained on a ten-slice cache with this
+    ``manifest``; None when the manifest predates ``prep_config`` (a cache kerasmyelin wrote
+    before it was recorded)."""
     prep = manifest.get("prep_config")
     if not isinstance(prep, dict):
         return None
     known = {k: v for k, v in prep.items() if k in _PREP_FIELDS}
     return ModelRecord(prep_config=dict(known, image_size=int(image_size)), image_size=int(image_size),
+                       inputs=contrast_input_names(contrasts), contrasts=tuple(contrasts),
                        trained_age_range_months=ages, experiment=experiment)
 
 

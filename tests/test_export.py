@@ -124,8 +124,14 @@ def _fake_run(folder, fold_models: dict) -> None:
 
     folder.mkdir()
     shutil.copy(SMOKE_YAML, folder / "config.yaml")
-    size = int(next(iter(fold_models.values())).inputs[0].shape[1]) if fold_models else 32
-    record = ModelRecord(prep_config=PrepConfig(image_size=size).as_dict(), image_size=size)
+    from kerasmyelin.levels import contrast_input_names, contrasts_of
+    from kerasmyelin.models.graph import model_input_names
+
+    first = next(iter(fold_models.values()), None)
+    size = int(first.inputs[0].shape[1]) if first is not None else 32
+    contrasts = contrasts_of(model_input_names(first)) if first is not None else ("T1w", "T2w")
+    record = ModelRecord(prep_config=PrepConfig(image_size=size).as_dict(), image_size=size,
+                         inputs=contrast_input_names(contrasts), contrasts=contrasts)
     RunFolder(folder).write_info(folder / "no-cache", "0" * 64, record)
     for sub, model in fold_models.items():
         save_keras_atomic(model, folder / sub / "model.keras", record=record.dumps())
@@ -193,3 +199,29 @@ def test_unknown_format_is_a_usage_error(capsys):
         main(["export", "run", "--format", "tflite", "--out", "x"])
     assert stop.value.code == 2
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_saved_model_of_a_single_contrast_network_signs_its_five_inputs(tmp_path, capsys):
+    import tensorflow as tf
+
+    from kerasmyelin.errors import InputError
+    from kerasmyelin.export.formats import read_export_record
+    from kerasmyelin.model_record import ModelRecord
+
+    five = ("t1w_a", "t1w_b", "t1w_c", "t1w_d", "t1w_e")
+    keras.utils.set_random_seed(3)
+    model = build_myelin_cnn(ModelConfig(**{**SMOKE_MODEL.as_dict(), "contrasts": ("T1w",)}), name="t1w_only")
+    _fake_run(tmp_path / "run", {"full": model})
+    out = tmp_path / "saved"
+    assert main(["export", str(tmp_path / "run"), "--format", "saved_model", "--out", str(out)]) == 0
+    assert "inputs  t1w_a, t1w_b, t1w_c, t1w_d, t1w_e: float32" in capsys.readouterr().out
+    signature = tf.saved_model.load(str(out)).signatures["serving_default"]
+    assert sorted(signature.structured_input_signature[1]) == list(five)
+    assert json.loads((out / "export.json").read_text())["inputs"] == list(five)
+    assert read_export_record(out).contrasts == ("T1w",)
+    x = {n: v for n, v in images().items() if n in five}
+    np.testing.assert_allclose(signature(**x)[OUTPUT_KEY].numpy(), ages(model, x), rtol=0, atol=1e-5)
+    # a record that names other inputs than the model takes is not exported
+    ten = ModelRecord(prep_config={"image_size": SIZE}, image_size=SIZE)
+    with pytest.raises(InputError, match="its record says"):
+        export_model(model, tmp_path / "other", "saved_model", record=ten)

@@ -67,3 +67,51 @@ def test_gaussian_glorot_option_draws_from_a_normal():
 def test_bad_model_config_is_refused(kwargs):
     with pytest.raises(ValueError):
         ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize("contrast", ["T1w", "T2w"])
+def test_single_contrast_network_has_five_inputs_and_the_full_networks_layer_names(contrast):
+    from dataclasses import replace
+
+    full = build_myelin_cnn(TINY)
+    model = build_myelin_cnn(replace(TINY, contrasts=(contrast,)))
+    block = contrast.lower()
+    assert [t.name for t in model.inputs] == [f"{block}_{lv}" for lv in "abcde"]
+    names = {layer.name for layer in model.layers}
+    other = "t2w" if block == "t1w" else "t1w"
+    assert not any(n.startswith(f"{other}_") for n in names) and "joint_concat" not in names
+    # every weighted layer is one of the full network's, with the same weight shapes, but
+    # joint_dense1, which reads one side instead of two
+    full_layers = {layer.name: layer for layer in full.layers}
+    for layer in model.layers:
+        if layer.get_weights() and layer.name != "joint_dense1":
+            assert [w.shape for w in layer.get_weights()] == [w.shape for w in full_layers[layer.name].get_weights()]
+    assert {f"{block}_concat", f"{block}_dense2", "joint_dense1", "joint_dense3", "age"} <= names
+    assert model.get_layer("joint_dense1").kernel.shape == (8, 8)  # one side of 8 units
+    assert model.count_params() < full.count_params()
+    x = {n: v for n, v in _batch().items() if n.startswith(block)}
+    assert model(x, training=False).shape == (3, 1)
+
+
+def test_paper_single_contrast_parameter_count():
+    # the full network less five branches (676,524 each), one side (500*100+100 + 100*100+100)
+    # and the 100 joint_dense1 weights per unit that read the other side
+    model = build_myelin_cnn(ModelConfig(contrasts=("T2w",)))
+    assert model.count_params() == 3_474_371 == 6_937_191 - 5 * 676_524 - 60_200 - 100 * 200
+
+
+@pytest.mark.parametrize("contrasts", [(), ("T1",), ("T2w", "T1w"), ("T1w", "T1w")])
+def test_bad_contrasts_are_refused(contrasts):
+    with pytest.raises(ValueError, match="contrast"):
+        ModelConfig(contrasts=contrasts)
+
+
+def test_bad_contrasts_in_a_config_file_are_a_config_error(tmp_path):
+    from kerasmyelin.errors import ConfigError
+    from kerasmyelin.training.config import load_experiment
+
+    assert load_experiment(None, ["model.contrasts=[T2w]"]).model.contrasts == ("T2w",)
+    with pytest.raises(ConfigError, match="order"):
+        load_experiment(None, ["model.contrasts=[T2w, T1w]"])
+    with pytest.raises(ConfigError, match="unknown contrast 'FLAIR'"):
+        load_experiment(None, ["model.contrasts=[FLAIR]"])

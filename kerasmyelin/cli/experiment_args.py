@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kerasmyelin.levels import CONTRASTS
+
 
 def add_experiment_arguments(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--config", help="experiment YAML (e.g. experiments/paper_simple.yaml); default: the one "
@@ -13,12 +15,16 @@ def add_experiment_arguments(p: argparse.ArgumentParser, *, required: bool) -> N
                         + ("" if required else "; default: the one stored in --out"))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set train.epochs=50 (repeatable)")
+    p.add_argument("--contrasts", nargs="+", choices=CONTRASTS, metavar="CONTRAST",
+                   help=f"the contrasts the network reads: {' '.join(CONTRASTS)} (the paper's), or one of them "
+                        "for a single-contrast network of five branches (sets model.contrasts)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def experiment_from_args(args: argparse.Namespace):
     """The ExperimentConfig the options ask for: --config (or, for an existing run folder, its
-    stored config.yaml, or else the paper's defaults) with the --set overrides applied."""
+    stored config.yaml, or else the paper's defaults) with the --set overrides applied, then
+    --contrasts."""
     from pathlib import Path
 
     from kerasmyelin.training.config import load_experiment
@@ -26,4 +32,7 @@ def experiment_from_args(args: argparse.Namespace):
 
     stored = Path(args.out) / CONFIG_FILE
     base = args.config if args.config is not None else (stored if stored.exists() else None)
-    return load_experiment(base, args.overrides)
+    overrides = list(args.overrides)
+    if getattr(args, "contrasts", None):
+        overrides.append(f"model.contrasts=[{', '.join(args.contrasts)}]")
+    return load_experiment(base, overrides)

@@ -27,9 +27,12 @@ from kerasmyelin.data.stream import (
 from kerasmyelin.levels import CONTRASTS, INPUT_NAMES
 
 
-def model_inputs(images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """input name -> (N, H, W) images  ==>  input name -> (N, H, W, 1) float32, as the model takes."""
-    return {name: np.asarray(images[name], dtype=np.float32)[..., None] for name in INPUT_NAMES}
+def model_inputs(images: dict[str, np.ndarray], names=INPUT_NAMES) -> dict[str, np.ndarray]:
+    """input name -> (N, H, W) images  ==>  input name -> (N, H, W, 1) float32, as the model takes.
+
+    ``names``: the model's inputs (``models.graph.model_input_names``; five for a single-contrast
+    network); the other images are left out, as the model does not take them."""
+    return {name: np.asarray(images[name], dtype=np.float32)[..., None] for name in names}
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -56,7 +59,7 @@ def intensity_curve(image, weights):
 
 
 def _augment(inputs, age, seed, flip_and_gain: bool = True, curves: bool = False):
-    """Flip and gain: one random left-right flip for all ten images of an infant and a per-contrast
+    """Flip and gain: one random left-right flip for all the images of an infant and a per-contrast
     gain. Curves: a random intensity curve (:func:`intensity_curve`) per contrast, the same for
     its five levels: a scanner's intensity mapping belongs to the acquired volume, and curves
     per slice would garble the comparison between levels that the network may use."""
@@ -92,7 +95,8 @@ def augmenter(flip_and_gain: bool, curves: bool):
 
 def make_dataset(data: TenSliceSet | ShardedTenSliceSet, indices, batch_size: int, *, training: bool,
                  seed: int = 0, augment: bool = False, skip_batches: int = 0, worker=None,
-                 shuffle_buffer: int = SHUFFLE_BUFFER, intensity_curves: bool = False):
+                 shuffle_buffer: int = SHUFFLE_BUFFER, intensity_curves: bool = False,
+                 input_names=INPUT_NAMES):
     """A ``tf.data.Dataset`` of (inputs dict, age) batches for the infants at ``indices``.
 
     Args:
@@ -112,9 +116,11 @@ def make_dataset(data: TenSliceSet | ShardedTenSliceSet, indices, batch_size: in
             datasets are disjoint and together cover the selection.
         shuffle_buffer: sharded set only: records shuffled together (``data.stream``); memory
             holds about two such blocks of serialised records.
+        input_names: the inputs of the model fed (``levels.contrast_input_names``): the ten, or a
+            single contrast's five; the set's other images are left out.
 
     Returns:
-        Dataset of ({name: (B, H, W, 1) float32}, (B, 1) float32 age in months). Evaluation
+        Dataset of ({name: (B, H, W, 1) float32} over ``input_names``, (B, 1) float32 age in months). Evaluation
         datasets yield the infants in the order of ``indices``; a sharded training stream gives
         every selected infant once per epoch, in shuffled shard files and shuffled blocks.
     """
@@ -130,11 +136,14 @@ def make_dataset(data: TenSliceSet | ShardedTenSliceSet, indices, batch_size: in
                                  shuffle_buffer=shuffle_buffer, augment=augment_fn)
         else:
             ds = evaluation_stream(data, idx, worker)
+        if set(input_names) != set(INPUT_NAMES):
+            names = tuple(input_names)
+            ds = ds.map(lambda x, y: ({n: x[n] for n in names}, y), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if worker is not None:
         index, count = check_worker(worker, idx.size, "infants")
         idx = idx[index::count]
-    inputs = model_inputs({name: data.images[name][idx] for name in INPUT_NAMES})
+    inputs = model_inputs({name: data.images[name][idx] for name in input_names}, input_names)
     ages = data.age_months[idx].astype(np.float32)[:, None]
     ds = tf.data.Dataset.from_tensor_slices((inputs, ages)).cache()
     if training:

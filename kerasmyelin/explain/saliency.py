@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kerasmyelin.levels import INPUT_NAMES
+from kerasmyelin.levels import INPUT_NAMES, contrasts_of
 
 METHODS: tuple[str, ...] = ("integrated_gradients", "grad_cam")
 
@@ -69,18 +69,22 @@ class Attribution:
 
 
 def _check_images(model, images: dict[str, np.ndarray]) -> tuple[list[str], int]:
-    """The model's input names and image side, after checking ``images`` fits the model."""
+    """The model's input names (in ``INPUT_NAMES`` order: the ten, or one contrast's five) and
+    image side, after checking ``images`` holds each of them at that size (others may be there
+    too, and are not read)."""
     from kerasmyelin.models.graph import model_input_names
 
-    names = model_input_names(model)
-    if sorted(names) != sorted(INPUT_NAMES):
-        raise ValueError(f"model {model.name!r} takes inputs {sorted(names)}; the ten named inputs "
-                         f"{list(INPUT_NAMES)} are needed")
-    missing = [n for n in INPUT_NAMES if n not in images]
+    given = model_input_names(model)
+    try:
+        contrasts_of(given)
+    except ValueError as exc:
+        raise ValueError(f"model {model.name!r}: {exc}") from None
+    names = [n for n in INPUT_NAMES if n in given]
+    missing = [n for n in names if n not in images]
     if missing:
         raise ValueError(f"images lack {missing}; one (size, size) image per input is needed")
     size = int(model.inputs[0].shape[1])
-    for n in INPUT_NAMES:
+    for n in names:
         shape = np.shape(images[n])
         if shape != (size, size):
             raise ValueError(f"image {n!r} has shape {shape}; model {model.name!r} takes "
@@ -111,8 +115,9 @@ def integrated_gradients(model, images: dict[str, np.ndarray], steps: int = 32,
 
     Args:
         model: any Keras model taking the ten (batch, size, size, 1) float32 inputs named by
-            ``levels.INPUT_NAMES`` and returning (batch, 1) age in months: the network, the
-            ensemble, a fold average.
+            ``levels.INPUT_NAMES`` (or one contrast's five: a single-contrast network, whose
+            attribution then covers those five only) and returning (batch, 1) age in months:
+            the network, the ensemble, a fold average.
         images: input name -> (size, size) float32 slice of one infant.
         steps: interpolation steps (32 gives a completeness error of a few percent on the
             trained networks; more is slower and more exact).
@@ -127,22 +132,22 @@ def integrated_gradients(model, images: dict[str, np.ndarray], steps: int = 32,
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    _, size = _check_images(model, images)
+    names, size = _check_images(model, images)
     alphas = ((np.arange(steps, dtype=np.float64) + 0.5) / steps).astype(np.float32)
-    x = {n: np.asarray(images[n], dtype=np.float32) for n in INPUT_NAMES}
+    x = {n: np.asarray(images[n], dtype=np.float32) for n in names}
     b = np.float32(baseline)
     batch = {}
-    for n in INPUT_NAMES:
+    for n in names:
         path = b + alphas[:, None, None] * (x[n] - b)[None]
         stack = np.concatenate([path, x[n][None], np.full((1, size, size), b, np.float32)])
         batch[n] = tf.constant(stack[..., None])
     ages, grads = graph_gradients(model)(batch)
     ages = np.asarray(ages, dtype=np.float64).reshape(-1)
     maps = {}
-    for n in INPUT_NAMES:
+    for n in names:
         mean_grad = np.asarray(grads[n], dtype=np.float64)[:steps, :, :, 0].mean(axis=0)
         maps[n] = ((x[n].astype(np.float64) - float(b)) * mean_grad).astype(np.float32)
-    months = {n: float(maps[n].sum(dtype=np.float64)) for n in INPUT_NAMES}
+    months = {n: float(maps[n].sum(dtype=np.float64)) for n in names}
     estimate, baseline_estimate = float(ages[steps]), float(ages[steps + 1])
     error = abs(sum(months.values()) - (estimate - baseline_estimate))
     heat = _common_heat({n: np.abs(m) for n, m in maps.items()}, size)
@@ -197,23 +202,23 @@ def grad_cam(model, images: dict[str, np.ndarray], layer_suffix: str = "conv2") 
     import keras
     import tensorflow as tf
 
-    _, size = _check_images(model, images)
+    names, size = _check_images(model, images)
     present = {layer.name for layer in model.layers}
-    missing = [f"{n}_{layer_suffix}" for n in INPUT_NAMES if f"{n}_{layer_suffix}" not in present]
+    missing = [f"{n}_{layer_suffix}" for n in names if f"{n}_{layer_suffix}" not in present]
     if missing:
         raise ValueError(f"grad_cam reads the plain network's per-slice layers, and model {model.name!r} "
-                         f"has no layer {missing[0]!r}{' (nor the other nine)' if len(missing) == 10 else ''}; "
+                         f"has no layer {missing[0]!r}{' (nor the others)' if len(missing) == len(names) > 1 else ''}; "
                          "for an ensemble or a fold average use integrated_gradients, which explains any "
                          "model over the ten inputs")
-    targets = [model.get_layer(f"{n}_{layer_suffix}") for n in INPUT_NAMES]
+    targets = [model.get_layer(f"{n}_{layer_suffix}") for n in names]
     probe = keras.Model(inputs=model.input, outputs=[t.output for t in targets] + [model.outputs[0]])
-    batch = {n: tf.constant(np.asarray(images[n], np.float32)[None, :, :, None]) for n in INPUT_NAMES}
+    batch = {n: tf.constant(np.asarray(images[n], np.float32)[None, :, :, None]) for n in names}
     with tf.GradientTape() as tape:
         tape.watch(batch)  # records every op, trainable weights or not
         *features, age = probe(batch, training=False)
     grads = tape.gradient(age, features, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     cams = {}
-    for n, f, g, target in zip(INPUT_NAMES, features, grads, targets):
+    for n, f, g, target in zip(names, features, grads, targets):
         weights = tf.reduce_mean(g, axis=(1, 2))  # (1, maps)
         cam = tf.nn.relu(tf.reduce_sum(f * weights[:, None, None, :], axis=-1))[0]
         chain = [layer for layer in model.layers

@@ -1,7 +1,9 @@
 """Write a model as a TensorFlow SavedModel, an ONNX file or a portable ``.keras`` file.
 
-Every format takes the ten named float32 inputs of ``levels.INPUT_NAMES``, each (batch, size,
-size, 1), and gives one output, ``OUTPUT_KEY``: (batch, 1) estimated myelination age in months.
+Every format takes the model's named float32 inputs (the ten of ``levels.INPUT_NAMES``, or a
+single-contrast network's five: ``levels.contrast_input_names``), each (batch, size, size, 1),
+in ``INPUT_NAMES`` order, and gives one output, ``OUTPUT_KEY``: (batch, 1) estimated
+myelination age in months.
 Each export is the graph of ``portable.portable_model`` (an ensemble is one graph), written under
 a temporary name, reloaded and compared with the Keras model on random images, and only then
 renamed into place: a failed or inexact export never lands at ``out``.
@@ -26,7 +28,7 @@ import numpy as np
 
 from kerasmyelin.errors import ConfigError, InputError, OutputError
 from kerasmyelin.io.model_files import embed_record
-from kerasmyelin.levels import INPUT_NAMES
+from kerasmyelin.levels import contrast_input_names, contrasts_of
 from kerasmyelin.model_record import ONNX_KEY, RECORD_NAME
 
 FORMATS = ("saved_model", "onnx", "keras")
@@ -49,7 +51,7 @@ class ExportResult:
     Attributes:
         path: the SavedModel folder or the ``.onnx`` / ``.keras`` file.
         format: one of ``FORMATS``.
-        input_names: the ten input names, in the model's order.
+        input_names: the input names (the ten, or one contrast's five), in ``INPUT_NAMES`` order.
         input_shape: each input's shape, (None, size, size, 1).
         output_key: the output's name.
         max_abs_diff_months: largest |export - Keras| on the check batch; None when not checked
@@ -84,8 +86,8 @@ def export_model(model, out: str | os.PathLike, fmt: str, *, overwrite: bool = F
     """Write ``model`` to ``out`` in format ``fmt``.
 
     Args:
-        model: functional ``keras.Model`` taking the ten named (batch, size, size, 1) inputs and
-            returning (batch, 1) age in months.
+        model: functional ``keras.Model`` taking the ten named (batch, size, size, 1) inputs, or
+            one contrast's five, and returning (batch, 1) age in months.
         out: SavedModel folder, or the ``.onnx`` / ``.keras`` file to write.
         fmt: one of ``FORMATS``.
         overwrite: replace an existing export at ``out``.
@@ -95,7 +97,7 @@ def export_model(model, out: str | os.PathLike, fmt: str, *, overwrite: bool = F
 
     Raises:
         ConfigError: unknown format, or ONNX without its packages.
-        InputError: the model does not take the ten named inputs.
+        InputError: the model does not take the ten named inputs, nor one contrast's five.
         OutputError: ``out`` is occupied (without ``overwrite``) or cannot be written, or the
             reloaded export differs from the model by more than ``TOLERANCE_MONTHS``.
     """
@@ -105,12 +107,15 @@ def export_model(model, out: str | os.PathLike, fmt: str, *, overwrite: bool = F
         raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = check_target(out, fmt, overwrite, inputs)
     names = tuple(t.name.split(":")[0] for t in model.inputs)
-    if sorted(names) != sorted(INPUT_NAMES):
-        raise InputError(f"not a myelination-age model: its inputs are {list(names)}, not the ten "
-                         f"{list(INPUT_NAMES)}")
+    try:
+        names = contrast_input_names(contrasts_of(names))
+    except ValueError as exc:
+        raise InputError(f"not a myelination-age model: {exc}") from None
+    if record is not None and tuple(record.inputs) != names:
+        raise InputError(f"the model takes {list(names)} but its record says {list(record.inputs)}")
     graph = portable_model(model)
     shape = (None, *(int(d) for d in model.inputs[0].shape[1:]))
-    probe = _probe_inputs(shape)
+    probe = _probe_inputs(shape, names)
     expected = np.asarray(model(probe, training=False), dtype=np.float64)
     writer = {"saved_model": _write_saved_model, "onnx": _write_onnx, "keras": _write_keras}[fmt]
     text = record.dumps() if record is not None else None
@@ -137,10 +142,10 @@ def check_target(out, fmt: str, overwrite: bool, inputs=()) -> Path:
     return check_output_file(out, overwrite=overwrite, inputs=inputs)
 
 
-def _probe_inputs(shape) -> dict[str, np.ndarray]:
-    """A small fixed batch of random images in [0, 1), the range of prepared slices."""
+def _probe_inputs(shape, names) -> dict[str, np.ndarray]:
+    """A small fixed batch of random images in [0, 1), the range of prepared slices, per input."""
     rng = np.random.default_rng(0)
-    return {n: rng.random((PROBE_BATCH, *shape[1:]), dtype=np.float32) for n in INPUT_NAMES}
+    return {n: rng.random((PROBE_BATCH, *shape[1:]), dtype=np.float32) for n in names}
 
 
 def _checked(fmt: str, got, expected: np.ndarray) -> float:
@@ -161,7 +166,7 @@ def _write_saved_model(graph, out: Path, probe, expected, *, shape, source, over
     from kerasmyelin.io.model_files import MANIFEST
     from kerasmyelin.io.output_dir import MARKER, OutputFolder
 
-    spec = {n: tf.TensorSpec(shape, tf.float32, name=n) for n in INPUT_NAMES}
+    spec = {n: tf.TensorSpec(shape, tf.float32, name=n) for n in probe}
     # No archive.track(graph): the endpoint's variables are saved anyway, and tracking the model
     # as well stores every weight a second time (Keras 3.15; twice the size, same outputs).
     archive = keras.export.ExportArchive()
@@ -174,7 +179,7 @@ def _write_saved_model(graph, out: Path, probe, expected, *, shape, source, over
         signature = tf.saved_model.load(str(tmp)).signatures[SIGNATURE]
         diff = _checked("saved_model", signature(**probe)[OUTPUT_KEY], expected)
         info = {"written_by": f"kerasmyelin {__version__}", "format": "saved_model", "source": source,
-                "signature": SIGNATURE, "inputs": list(INPUT_NAMES), "input_shape": list(shape),
+                "signature": SIGNATURE, "inputs": list(probe), "input_shape": list(shape),
                 "input_dtype": "float32", "output": OUTPUT_KEY, "output_unit": "months",
                 "max_abs_diff_months": diff}
         (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=1) + "\n")
@@ -204,7 +209,7 @@ def _write_onnx(graph, out: Path, probe, expected, *, shape, source, overwrite, 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         converted = Path(tmp) / "model.onnx"
-        spec = {n: tf.TensorSpec(shape, tf.float32, name=n) for n in INPUT_NAMES}
+        spec = {n: tf.TensorSpec(shape, tf.float32, name=n) for n in probe}
         with _quiet_converter():
             graph.export(str(converted), format="onnx", verbose=False, input_signature=[spec])
         proto = onnx.load(str(converted))

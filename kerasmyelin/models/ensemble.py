@@ -18,7 +18,7 @@ fold models, served when a run has no model trained on every infant.
 
 from __future__ import annotations
 
-from kerasmyelin.levels import INPUT_NAMES
+from kerasmyelin.models.graph import shared_inputs
 
 RULES = ("average", "gate")
 
@@ -94,15 +94,15 @@ def build_ensemble(members, rule: str = "gate", blend_months=(8.0, 16.0), name: 
     """One functional Keras graph over two trained members.
 
     Args:
-        members: [(name, keras.Model), ...], the younger member first; each takes the ten named
-            inputs and returns (batch, 1) age in months.
+        members: [(name, keras.Model), ...], the younger member first; both take the same named
+            inputs (the ten, or one contrast's five) and return (batch, 1) age in months.
         rule: "average" or "gate" (see module docstring).
         blend_months: (low, high) of the gate's hand-over.
         name: the model's name.
 
     Returns:
-        ``keras.Model`` taking the ten named (batch, size, size, 1) inputs, returning (batch, 1)
-        months. Its members are nested models and keep their own names.
+        ``keras.Model`` taking the members' named (batch, size, size, 1) inputs, returning
+        (batch, 1) months. Its members are nested models and keep their own names.
     """
     import keras
 
@@ -111,8 +111,7 @@ def build_ensemble(members, rule: str = "gate", blend_months=(8.0, 16.0), name: 
     names = [m.name for _, m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"member models need distinct names (build them with name=...), got {names}")
-    size = members[0][1].inputs[0].shape[1]
-    inputs = {n: keras.Input(shape=(size, size, 1), name=n) for n in INPUT_NAMES}
+    inputs = shared_inputs([m for _, m in members], "ensemble members")
     estimates = [model(inputs) for _, model in members]
     age = combiner_layer(rule, blend_months)(estimates)
     return keras.Model(inputs=inputs, outputs=age, name=name)
@@ -122,15 +121,15 @@ def fold_mean(models, name: str = "fold_average"):
     """One functional Keras graph: the mean of several trained models' estimates (the fold
     models of a cross-validated run without a model trained on every infant).
 
-    The models are renamed ``fold_{i}_{name}`` (nested models need distinct names)."""
+    The models take the same inputs (the ten, or one contrast's five), and are renamed
+    ``fold_{i}_{name}`` (nested models need distinct names)."""
     import keras
 
     if not models:
         raise ValueError("fold_mean needs at least one model")
     if len(models) == 1:
         return models[0]
-    size = models[0].inputs[0].shape[1]
-    inputs = {n: keras.Input(shape=(size, size, 1), name=n) for n in INPUT_NAMES}
+    inputs = shared_inputs(models, "fold models")
     for i, m in enumerate(models):
         m.name = f"fold_{i}_{m.name}"
     out = keras.layers.Average(name="fold_mean")([m(inputs) for m in models])

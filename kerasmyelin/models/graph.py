@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import weakref
 
+from kerasmyelin.levels import contrast_input_names, contrasts_of
+
 _GRAPHS: dict[str, weakref.WeakKeyDictionary] = {"forward": weakref.WeakKeyDictionary(),
                                                  "gradients": weakref.WeakKeyDictionary()}
 
@@ -16,6 +18,26 @@ _GRAPHS: dict[str, weakref.WeakKeyDictionary] = {"forward": weakref.WeakKeyDicti
 def model_input_names(model) -> list[str]:
     """The names of a Keras model's inputs (without TensorFlow's ":0" suffix)."""
     return [t.name.split(":")[0] for t in model.inputs]
+
+
+def shared_inputs(models, what: str = "models") -> dict:
+    """One ``keras.Input`` per input of ``models``, which must all take the same named inputs
+    (the ten, or one contrast's five) at the same size: the inputs of a graph over them all.
+
+    Raises:
+        ValueError: the models take different inputs or image sizes.
+    """
+    import keras
+
+    wanted = None
+    for model in models:
+        names = (tuple(sorted(model_input_names(model))), int(model.inputs[0].shape[1]))
+        if wanted is not None and names != wanted:
+            raise ValueError(f"{what} must take the same inputs at the same size: {model.name!r} takes "
+                             f"{list(names[0])} at {names[1]}, another {list(wanted[0])} at {wanted[1]}")
+        wanted = names
+    names, size = wanted
+    return {n: keras.Input(shape=(size, size, 1), name=n) for n in contrast_input_names(contrasts_of(names))}
 
 
 def _traced(model, kind: str, body):

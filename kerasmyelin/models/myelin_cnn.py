@@ -14,7 +14,12 @@ connected layers"):
   linear: the age in months.
 
 Branches do not share weights (each level shows different anatomy). With valid padding this
-model has 6,937,191 parameters (pinned in tests). Every layer is named ``{block}_{op}``, so the
+model has 6,937,191 parameters (pinned in tests).
+
+``ModelConfig.contrasts`` of ("T1w",) or ("T2w",) builds a single-contrast network: that
+contrast's five branches -> its side layers -> the joint layers -> ``age``, with no
+``joint_concat`` (there is one side to join). Every layer keeps the name it has in the full
+network, so weights copy between the two by layer name; the inputs are that contrast's five. Every layer is named ``{block}_{op}``, so the
 summary reads like Figure 2: ``t1w_a_conv1`` ... ``t1w_dense2``, ``joint_dense1`` ... ``age``.
 """
 
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS, input_name
+from kerasmyelin.levels import CONTRASTS, LEVEL_KEYS, check_contrasts, input_name
 
 PADDINGS = ("valid", "same")
 # Neural Network Console initialises with a Gaussian Glorot (Xavier) distribution; Keras
@@ -43,6 +48,8 @@ class ModelConfig:
         side_units: Dense units after concatenating one contrast's five branches (paper: 100, 100).
         joint_units: Dense units after joining T1w and T2w (paper: 200, 50, 25).
         initializer: "glorot_uniform" (Keras default) or "nnc_gaussian_glorot".
+        contrasts: the contrasts the network reads, in ``levels.CONTRASTS`` order (paper: both;
+            ("T1w",) or ("T2w",) for a single-contrast network of five branches).
     """
 
     image_size: int = 128
@@ -53,8 +60,10 @@ class ModelConfig:
     side_units: tuple[int, ...] = (100, 100)
     joint_units: tuple[int, ...] = (200, 50, 25)
     initializer: str = "glorot_uniform"
+    contrasts: tuple[str, ...] = CONTRASTS
 
     def __post_init__(self):
+        object.__setattr__(self, "contrasts", check_contrasts(self.contrasts))
         if self.padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         if self.initializer not in INITIALIZERS:
@@ -98,8 +107,10 @@ def build_myelin_cnn(config: ModelConfig = ModelConfig(), name: str = "myelin_cn
         name: the model's name.
 
     Returns:
-        A functional ``keras.Model`` taking a dict of ten (batch, size, size, 1) float32 images
-        keyed by ``levels.INPUT_NAMES`` and returning (batch, 1) estimated age in months.
+        A functional ``keras.Model`` taking a dict of (batch, size, size, 1) float32 images keyed
+        by ``levels.contrast_input_names(config.contrasts)`` (the ten ``levels.INPUT_NAMES`` for
+        the paper's network, five for a single contrast) and returning (batch, 1) estimated age
+        in months.
     """
     import keras
 
@@ -108,7 +119,7 @@ def build_myelin_cnn(config: ModelConfig = ModelConfig(), name: str = "myelin_cn
     shape = (config.image_size, config.image_size, 1)
     inputs = {}
     sides = []
-    for contrast in CONTRASTS:
+    for contrast in config.contrasts:
         block = contrast.lower()
         branches = []
         for level in LEVEL_KEYS:
@@ -119,7 +130,7 @@ def build_myelin_cnn(config: ModelConfig = ModelConfig(), name: str = "myelin_cn
         for i, units in enumerate(config.side_units, start=1):
             x = layers.Dense(units, activation="relu", kernel_initializer=init, name=f"{block}_dense{i}")(x)
         sides.append(x)
-    x = layers.Concatenate(name="joint_concat")(sides)
+    x = layers.Concatenate(name="joint_concat")(sides) if len(sides) > 1 else sides[0]
     for i, units in enumerate(config.joint_units, start=1):
         x = layers.Dense(units, activation="relu", kernel_initializer=init, name=f"joint_dense{i}")(x)
     age = layers.Dense(1, activation="linear", kernel_initializer=init, name="age")(x)

@@ -6,7 +6,7 @@ graph uses only Keras classes: every export (SavedModel, ONNX, portable .keras) 
 
 from __future__ import annotations
 
-from kerasmyelin.levels import INPUT_NAMES
+from kerasmyelin.models.graph import shared_inputs
 
 LAYER_NAME = "site_calibration"
 
@@ -21,7 +21,6 @@ def with_site_calibration(model, slope: float, intercept: float, name: str = "ca
 
     if any(layer.name == LAYER_NAME for layer in model.layers):
         raise ValueError("this model is already calibrated; calibrate the model it was made from")
-    size = model.inputs[0].shape[1]
-    inputs = {n: keras.Input(shape=(size, size, 1), name=n) for n in INPUT_NAMES}
+    inputs = shared_inputs([model])  # the model's own: the ten, or one contrast's five
     out = keras.layers.Rescaling(scale=float(slope), offset=float(intercept), name=LAYER_NAME)(model(inputs))
     return keras.Model(inputs, out, name=name)

@@ -21,8 +21,9 @@ from kerasmyelin.errors import ConfigError, InputError, OutputError
 from kerasmyelin.io.atomic import sha256_file, write_text_atomic
 from kerasmyelin.io.output_dir import open_reopened
 from kerasmyelin.io.predictions import write_predictions
+from kerasmyelin.levels import CONTRASTS
 from kerasmyelin.model_record import ModelRecord, record_from_cache_manifest
-from kerasmyelin.models.graph import graph_forward
+from kerasmyelin.models.graph import graph_forward, model_input_names
 from kerasmyelin.runs import CONFIG_FILE, FULL, RUN_INFO, SPLITS_FILE, RunFolder
 from kerasmyelin.training.config import ExperimentConfig, load_experiment
 from kerasmyelin.training.splits import holdout, load_splits, make_folds, save_splits
@@ -77,7 +78,7 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     open_reopened(run, "run", inputs=[("--data", data_dir)], legacy=lambda folder: (folder / CONFIG_FILE).is_file())
     if not stored_config.exists():
         write_text_atomic(stored_config, yaml.safe_dump(to_dict(config), sort_keys=False))
-    record = serving_record(data, config.name)
+    record = serving_record(data, config.name, config.model.contrasts)
     if not stored_info.exists():
         folder.write_info(data_dir, digest, record)
     elif "prep_config" not in info and record is not None:
@@ -97,12 +98,13 @@ def open_run(out: str | os.PathLike, config: ExperimentConfig | None, data_dir: 
     return run, config, data, splits
 
 
-def serving_record(data: TenSliceSet, experiment: str = "") -> ModelRecord | None:
+def serving_record(data: TenSliceSet, experiment: str = "", contrasts=CONTRASTS) -> ModelRecord | None:
     """What a run must carry so that it is served as it was trained, wherever it is copied: the
-    cache's preparation settings, the image size, the ten inputs and the trained ages. None for a
-    cache from before manifests recorded their preparation."""
+    cache's preparation settings, the image size, the contrasts and inputs its networks take
+    (``model.contrasts``) and the trained ages. None for a cache from before manifests recorded
+    their preparation."""
     ages = (round(float(np.min(data.age_months)), 3), round(float(np.max(data.age_months)), 3))
-    return record_from_cache_manifest(data.manifest, int(data.image_shape[0]), ages, experiment)
+    return record_from_cache_manifest(data.manifest, int(data.image_shape[0]), ages, experiment, contrasts)
 
 
 def _positions(data: TenSliceSet, ids) -> np.ndarray:
@@ -111,15 +113,17 @@ def _positions(data: TenSliceSet, ids) -> np.ndarray:
 
 
 def predict_ages(model, data: TenSliceSet, indices, batch_size: int = 64) -> np.ndarray:
-    """(N,) estimated ages in months of the infants at ``indices``."""
+    """(N,) estimated ages in months of the infants at ``indices``, by ``model`` fed only the
+    images of its own inputs."""
     from kerasmyelin.data.pipeline import model_inputs
 
     idx = np.asarray(indices, dtype=np.int64)
     forward = graph_forward(model)
+    names = model_input_names(model)  # the ten, or a single-contrast network's five
     out = [np.zeros((0, 1))]
     for start in range(0, idx.size, batch_size):
         batch = idx[start:start + batch_size]
-        out.append(np.asarray(forward(model_inputs(data.images_at(batch)))))
+        out.append(np.asarray(forward(model_inputs(data.images_at(batch), names))))
     return np.concatenate(out).astype(np.float64).reshape(-1)
 
 

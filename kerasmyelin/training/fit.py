@@ -73,6 +73,7 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
     """
     import keras
 
+    from kerasmyelin.levels import contrast_input_names
     from kerasmyelin.models.myelin_cnn import build_myelin_cnn
     from kerasmyelin.training.distributed import distribute_dataset, fit_distributed
     from kerasmyelin.training.strategy import is_writer, scope
@@ -86,6 +87,7 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
 
     folder = Path(folder)
     final = folder / FINAL_FILE
+    names = contrast_input_names(model_config.contrasts)  # only the inputs the network takes
     if not final.exists():
         train_idx = np.asarray(train_idx, dtype=np.int64)
         val_idx = np.asarray(val_idx, dtype=np.int64)
@@ -113,7 +115,8 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         if val_idx.size:
             # finite: Keras evaluates it once per epoch (a repeated one with validation_steps
             # stalled ~4.5 s on many epochs)
-            validation = feed(lambda b: make_dataset(data, val_idx, b, training=False), training=False)
+            validation = feed(lambda b: make_dataset(data, val_idx, b, training=False,
+                                                                 input_names=names), training=False)
         elif train.select == "best" or train.early_stopping_patience:
             raise TrainingError(f"{title or name}: select=best and early stopping need validation infants, "
                                 f"and none fall in this network's age range ({folder})")
@@ -124,7 +127,7 @@ def train_network(model_config, train, data: TenSliceSet, train_idx, val_idx, fo
         resumed = read_backup_state(folder / BACKUP_DIR)
         dataset = feed(lambda b, **shard: make_dataset(
             data, train_idx, b, training=True, seed=train.seed, augment=train.augment,
-            intensity_curves=train.intensity_curves,
+            intensity_curves=train.intensity_curves, input_names=names,
             skip_batches=steps * resumed["epoch"] if resumed else 0, **shard), training=True)
         # TensorBoard shows the validation infants, or the training infants where there are none.
         monitor = (MonitorSet.from_data(data, val_idx, "validation") if val_idx.size

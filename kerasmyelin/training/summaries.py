@@ -228,10 +228,13 @@ def make_summary_callback(log_dir: str | os.PathLike, monitor: MonitorSet, *, hp
             from kerasmyelin.data.pipeline import model_inputs
             from kerasmyelin.evaluation.plots import scatter_image
 
+            from kerasmyelin.models.graph import model_input_names
+
             forward = self._forward()
+            names = model_input_names(self.model)  # the monitor holds all ten, the model may take five
             estimates = []
             for start in range(0, monitor.age_months.size, 64):
-                chunk = model_inputs({n: v[start:start + 64] for n, v in monitor.images.items()})
+                chunk = model_inputs({n: v[start:start + 64] for n, v in monitor.images.items()}, names)
                 estimates.append(np.asarray(forward(chunk)).reshape(-1))
             predicted = np.concatenate(estimates)
             mae = float(np.mean(np.abs(predicted - monitor.age_months)))

@@ -4,6 +4,10 @@
 folder, a fold folder or a ``.keras`` file) and loads it once for many infants. The record
 (``model_record``) says how the slices must be prepared; a model without one is refused unless
 the settings are given (``prep``).
+
+A single-contrast network (``model.contrasts``: T1w or T2w alone) takes that contrast's five
+slices only: ``input_names`` and ``contrasts`` say which, and ``predict`` reads only those from
+the images it is given.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import numpy as np
 from kerasmyelin.data.prepare import PrepConfig
 from kerasmyelin.errors import InputError
 from kerasmyelin.io.atomic import sha256_file
-from kerasmyelin.levels import INPUT_NAMES
+from kerasmyelin.levels import INPUT_NAMES, contrasts_of
 from kerasmyelin.model_record import ModelRecord
+from kerasmyelin.models.graph import model_input_names
 
 
 class TrainedEstimator:
@@ -48,6 +53,9 @@ class TrainedEstimator:
         if record.image_size != self.image_size:
             raise InputError(f"the model takes {self.image_size}x{self.image_size} images but its record says "
                              f"{record.image_size} ({record_from})", self.files[0])
+        if tuple(record.inputs) != self.input_names:
+            raise InputError(f"the model takes {list(self.input_names)} but its record says {list(record.inputs)} "
+                             f"({record_from})", self.files[0])
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, prep: dict | None = None) -> TrainedEstimator:
@@ -72,18 +80,40 @@ class TrainedEstimator:
                    record_from=source.record_from, normative_unavailable=why)
 
     def predict(self, images: dict[str, np.ndarray]) -> float:
+        """The estimate in months from input name -> (size, size) slice; only the model's own
+        inputs (``input_names``) are read, others may be present."""
         return float(self.predict_many([images])[0])
 
     def predict_many(self, batch: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """(N,) estimates in months of N infants' slices (each as ``predict`` takes them).
+
+        Raises:
+            InputError: a slice of the model's inputs is missing.
+        """
         from kerasmyelin.models.graph import graph_forward
 
-        inputs = {n: np.stack([b[n] for b in batch])[..., None].astype(np.float32) for n in INPUT_NAMES}
+        missing = sorted({n for b in batch for n in self.input_names if n not in b})
+        if missing:
+            raise InputError(f"the model ({', '.join(self.contrasts)}) needs the slices {list(self.input_names)}; "
+                             f"missing {missing}", self.files[0])
+        inputs = {n: np.stack([b[n] for b in batch])[..., None].astype(np.float32) for n in self.input_names}
         return np.asarray(graph_forward(self.model)(inputs)).reshape(-1).astype(np.float64)
 
     def warm_up(self) -> None:
         """Trace the forward graph now (a few seconds), not at the first infant of a batch."""
         blank = np.zeros((self.image_size, self.image_size), np.float32)
-        self.predict_many([dict.fromkeys(INPUT_NAMES, blank)])
+        self.predict_many([dict.fromkeys(self.input_names, blank)])
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The model's inputs in ``levels.INPUT_NAMES`` order: the ten, or one contrast's five."""
+        names = set(model_input_names(self.model))
+        return tuple(n for n in INPUT_NAMES if n in names)
+
+    @property
+    def contrasts(self) -> tuple[str, ...]:
+        """The contrasts the model needs: ("T1w", "T2w"), or the one it was trained on."""
+        return contrasts_of(self.input_names)
 
     @property
     def image_size(self) -> int:
@@ -100,9 +130,9 @@ class TrainedEstimator:
 
 
 def load_checked_model(path: str | os.PathLike):
-    """A ``.keras`` file kerasmyelin wrote (safe mode), checked to take the ten inputs and give one age."""
+    """A ``.keras`` file kerasmyelin wrote (safe mode), checked to take the ten inputs (or one
+    contrast's five) and give one age."""
     from kerasmyelin.io.model_files import load_keras_model
-    from kerasmyelin.models.graph import model_input_names
 
     path = Path(path)
     try:
@@ -112,8 +142,13 @@ def load_checked_model(path: str | os.PathLike):
     except Exception as exc:  # Keras raises many types for a foreign or damaged file
         raise InputError(f"cannot load this model ({type(exc).__name__}: {exc})", path) from None
     names = sorted(model_input_names(model))
-    if names != sorted(INPUT_NAMES) or tuple(model.outputs[0].shape[1:]) != (1,):
+    try:
+        contrasts_of(names)
+        known = True
+    except ValueError:
+        known = False
+    if not known or tuple(model.outputs[0].shape[1:]) != (1,):
         raise InputError(f"not a myelination-age model (inputs {names}, output shape "
-                         f"{tuple(model.outputs[0].shape)}; expected the ten inputs {list(INPUT_NAMES)} "
-                         "and one age)", path)
+                         f"{tuple(model.outputs[0].shape)}; expected the ten inputs {list(INPUT_NAMES)}, "
+                         "or the five of one contrast, and one age)", path)
     return model

@@ -314,7 +314,7 @@ def write_subject_files(folder: Path, result: dict, scan: PreparedScan, attribut
     buf = _io.BytesIO()
     arrays = {n: scan.images[n] for n in INPUT_NAMES}
     if attribution is not None:
-        arrays.update({f"heat_{n}": attribution.heat[n] for n in INPUT_NAMES})
+        arrays.update({f"heat_{n}": heat for n, heat in attribution.heat.items()})  # the model's inputs
     # Uncompressed: prepared slices and heat maps deflate by only ~10%, at ~40 ms an infant.
     np.savez(buf, **arrays)
     (folder / SLICES_FILE).write_bytes(buf.getvalue())
