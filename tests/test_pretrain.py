@@ -56,11 +56,14 @@ def test_pretrain_builds_cohort_cache_and_cross_validated_runs_then_resumes(tmp_
     assert truth["subject"]["tissue_curves"] == "calibrated"
     manifest = json.loads((out / "cache" / "manifest.json").read_text())
     assert "brain_core" in json.dumps(manifest)
-    for run in ("simple", "ensemble"):
+    for run in ("simple", "ensemble", "t1w_only", "t2w_only"):
         assert (out / run / "metrics.json").is_file()
         config = (out / run / "config.yaml").read_text()
         assert "intensity_curves: true" in config and "augment: true" in config
+    assert "contrasts:\n  - T2w\n" in (out / "t2w_only" / "config.yaml").read_text()
+    assert json.loads((out / "t1w_only" / "run.json").read_text())["contrasts"] == ["T1w"]
     note = (out / "MODEL.md").read_text()
+    assert "t1w alone: MAE" in note
     assert f"--model {out / 'ensemble'}" in note and "synthetic infants only" in note
     # The run MODEL.md names serves a scan given as files.
     anat = out / "cohort" / "sub-001" / "anat"

@@ -26,6 +26,18 @@ def paper_experiments(folder: Path | None, overrides: list[str]) -> dict:
     return {k: load_experiment(path, overrides) for k, path in files.items()}
 
 
+def single_contrast_experiments(simple) -> dict:
+    """{"t1w_only": ..., "t2w_only": ...}: the simple model's experiment on one contrast each
+    (``model.contrasts``), for infants whose other image is missing or ruined."""
+    from dataclasses import replace
+
+    from kerasmyelin.levels import CONTRASTS
+
+    return {f"{c.lower()}_only": replace(simple, name=f"{simple.name}_{c.lower()}_only",
+                                         model=replace(simple.model, contrasts=(c,)))
+            for c in CONTRASTS}
+
+
 def cross_validate(out: Path, configs: dict, cache: Path, truth, prefix: str = "", progress: bool = True):
     """Every fold of each experiment in ``out/{prefix}{key}`` (resumed where it stopped); returns
     (reports, predictions, number of infants) keyed like ``configs``."""

@@ -1,8 +1,8 @@
 """``kerasmyelin pretrain``: build the realistic synthetic cohort and train the model meant for real scans.
 
-Realistic cohort -> brain-core ten-slice cache -> the paper's simple model and ensemble,
-cross-validated by subject (so each run carries out-of-fold estimates, norms and intervals) ->
-a note in OUT saying which run to use. The recipe and what it is measured to do on real infant
+Realistic cohort -> brain-core ten-slice cache -> the paper's simple model and ensemble, and the
+simple model on the T1w alone and on the T2w alone, each cross-validated by subject (so each run
+carries out-of-fold estimates, norms and intervals) -> a note in OUT saying which run to use. The recipe and what it is measured to do on real infant
 templates are in docs/realism.md; the model card is docs/model_card.md.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 NAME = "pretrain"
 HELP = ("Build the realistic synthetic cohort (calibrated tissue, protocol variety) and train the model "
-        "meant for real scans (simple model and ensemble, cross-validated).")
+        "meant for real scans (simple model, ensemble, T1w-only and T2w-only models; cross-validated).")
 DEFAULT_EPOCHS = 100
 DEFAULT_ACQUISITION_VARIETY = 0.5
 TEMPLATE_ANATOMY_FRACTION = 0.5
@@ -41,7 +41,8 @@ Rerunning the same command reuses the cohort, the cache and every finished fold,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="output folder: cohort/, cache/, simple/, ensemble/, MODEL.md")
+    p.add_argument("--out", required=True,
+                   help="output folder: cohort/, cache/, simple/, ensemble/, t1w_only/, t2w_only/, MODEL.md")
     p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"epochs per network (default {DEFAULT_EPOCHS})")
     p.add_argument("--subjects", type=int, default=119, help="infants in the synthetic cohort (default 119)")
     p.add_argument("--seed", type=int, default=0, help="cohort seed (default 0)")
@@ -96,7 +97,12 @@ def _check_cohort(cohort: Path, config) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kerasmyelin.cli.cv_runs import cross_validate, experiments_dir, paper_experiments
+    from kerasmyelin.cli.cv_runs import (
+        cross_validate,
+        experiments_dir,
+        paper_experiments,
+        single_contrast_experiments,
+    )
     from kerasmyelin.data.build import prepare_bids
     from kerasmyelin.data.cache import CACHE_FILE
     from kerasmyelin.data.prepare import PrepConfig
@@ -118,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     folder = args.experiments or experiments_dir()
     configs = paper_experiments(folder, [f"train.epochs={args.epochs}", "train.augment=true",
                                          "train.intensity_curves=true", *args.overrides])
+    configs.update(single_contrast_experiments(configs["simple"]))
     anatomy = {}
     if args.templates:
         anatomy = {"templates": args.templates, "template_anatomy_fraction": TEMPLATE_ANATOMY_FRACTION}
@@ -169,10 +176,16 @@ def run(args: argparse.Namespace) -> int:
             "simple model), e.g.\n\n"
             f"    kerasmyelin predict --model {out / 'ensemble'} --t1 T1w.nii.gz --t2 T2w.nii.gz --age-months MONTHS --out RESULT\n\n"
             "Trained on synthetic infants only: read docs/model_card.md before using it on a patient.\n\n"
+            f"Where one image is ruined (motion), `{out / 't1w_only'}` and `{out / 't2w_only'}` are the simple "
+            "model on the T1w or the T2w alone: they read only their own contrast's five slices. `predict` "
+            "still needs both files today (the levels and the input checks use the pair).\n\n"
             "## How it was made\n\n" + "".join(f"- {k}: {v}\n" for k, v in RECIPE.items())
             + f"- {n} synthetic infants (seed {args.seed}), {args.epochs} epochs per network, "
               f"{configs['simple'].cv.folds}-fold subject-level cross-validation\n\n"
             f"## Cross-validated on the synthetic cohort (not on real scans)\n\n{table1(reports['simple'], reports['ensemble'])}\n\n"
+            + "".join(f"- {k.replace('_', ' ').replace('only', 'alone')}: MAE {reports[k]['models']['simple']['mae']:.2f} "
+                      f"months, Spearman r {reports[k]['models']['simple']['spearman_r']:.2f}\n"
+                      for k in ("t1w_only", "t2w_only")) + "\n"
             f"{minutes:.1f} min for this invocation.\n")
     write_text_atomic(out / "MODEL.md", text)
     print(f"\nwrote {out / 'MODEL.md'}; use --model {out / 'ensemble'} on real scans ({minutes:.1f} min)")
