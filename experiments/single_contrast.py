@@ -47,7 +47,9 @@ def _km(*args: str) -> list[str]:
 
 def _cache(work: Path, tag: str, synth: list[str], reference: str, log: Path) -> Path:
     cohort = work / f"cohort_{tag}"
-    cache = cohort / "derivatives" / "tenslice"  # beside synth_truth/: evaluate finds the oracle's truth
+    # synth writes the paper's cache (head scaling) beside synth_truth/, where evaluate finds the
+    # oracle's truth; any other preparation goes to a cache of its own.
+    cache = cohort / "derivatives" / "tenslice" if reference == "head" else work / f"cache_{tag}"
     if not (cohort / "participants.tsv").exists():
         _run(_km("synth", "--out", str(cohort), "--jobs", "2", "--quiet", "--overwrite", *synth), log)
     if not (cache / "manifest.json").exists():
