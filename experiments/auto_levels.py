@@ -24,28 +24,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from steps import km, run_step
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVEL_KEYS = ("a", "b", "c", "d", "e")
-
-
-def _run(argv: list[str], log: Path) -> None:
-    started = time.monotonic()
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(argv) + "\n")
-        fh.flush()
-        code = subprocess.call(argv, stdout=fh, stderr=subprocess.STDOUT)
-    if code != 0:
-        sys.exit(f"failed ({code}): {' '.join(argv)}; see {log}")
-    print(f"  {' '.join(argv[3:5])} ... {time.monotonic() - started:.0f} s", flush=True)
-
-
-def _km(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kerasmyelin.cli.main", *args]
 
 
 def _tsv(path: Path) -> list[dict[str, str]]:
@@ -74,7 +58,7 @@ def level_accuracy(truth: Path, found: Path, doubtful: Path) -> dict:
 
 def _cv_mae(cache: Path, run: Path, epochs: int, folds: int, log: Path) -> dict:
     if not (run / "metrics.json").exists():
-        _run(_km("evaluate", "--config", str(ROOT / "experiments" / "paper_simple.yaml"), "--data", str(cache),
+        run_step(km("evaluate", "--config", str(ROOT / "experiments" / "paper_simple.yaml"), "--data", str(cache),
                  "--out", str(run), "--set", f"train.epochs={epochs}", "--set", f"cv.folds={folds}", "--quiet"), log)
     metrics = json.loads((run / "metrics.json").read_text())
     first = next(iter(metrics["models"]))
@@ -99,15 +83,15 @@ def main() -> None:
 
     cohort = work / "cohort"
     if not (cohort / "participants.tsv").exists():
-        _run(_km("synth", "--out", str(cohort), "--varied", "--subjects", str(args.subjects), "--seed",
+        run_step(km("synth", "--out", str(cohort), "--varied", "--subjects", str(args.subjects), "--seed",
                  str(args.seed), "--jobs", jobs, "--quiet", "--overwrite"), log)
     truth = cohort / "derivatives" / "synth_truth" / "truth.tsv"
     caches = {"truth": work / "cache_truth", "automatic": work / "cache_auto"}
     if not (caches["truth"] / "manifest.json").exists():
-        _run(_km("prepare", "--bids", str(cohort), "--levels", str(truth), "--out", str(caches["truth"]),
+        run_step(km("prepare", "--bids", str(cohort), "--levels", str(truth), "--out", str(caches["truth"]),
                  "--jobs", jobs, "--quiet", "--overwrite"), log)
     if not (caches["automatic"] / "manifest.json").exists():
-        _run(_km("prepare", "--bids", str(cohort), "--out", str(caches["automatic"]), "--jobs", jobs, "--quiet",
+        run_step(km("prepare", "--bids", str(cohort), "--out", str(caches["automatic"]), "--jobs", jobs, "--quiet",
                  "--overwrite"), log)
     auto = caches["automatic"]
     result = {"settings": vars(args), "levels": level_accuracy(truth, auto / "levels.tsv", auto / "doubtful.tsv")}

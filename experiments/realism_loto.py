@@ -31,26 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 MONTHS = (0, 6, 9, 12, 24)
 MODIFIERS = {"augment", "scaffolds", "acquisition", "scaffold-calibration"}
 RECIPE = "calibrated+scaffold-calibration+scaffolds+acquisition+augment"  # what `pretrain --templates` does
+from steps import run_step, template_summary
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(argv: list[str], log: Path) -> None:
-    started = time.monotonic()
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(argv) + "\n")
-        fh.flush()
-        code = subprocess.call(argv, stdout=fh, stderr=subprocess.STDOUT)
-    if code != 0:
-        sys.exit(f"failed ({code}): {' '.join(argv)}; see {log}")
-    print(f"  {' '.join(argv[:2])} ... {time.monotonic() - started:.0f} s", flush=True)
 
 
 def _model(work: Path, tag: str, curves: str, epochs: int, log: Path, augment: bool = False,
@@ -59,13 +48,13 @@ def _model(work: Path, tag: str, curves: str, epochs: int, log: Path, augment: b
     run = work / (f"run_{tag}" + ("_augmented" if augment else ""))
     km = "kerasmyelin"
     if not (cohort / "participants.tsv").exists():
-        _run([km, "synth", "--out", str(cohort), "--varied", "--tissue-curves", curves, "--jobs", "2", "--quiet",
+        run_step([km, "synth", "--out", str(cohort), "--varied", "--tissue-curves", curves, "--jobs", "2", "--quiet",
               "--overwrite", *synth_extra], log)
     if not (cache / "manifest.json").exists():
-        _run([km, "prepare", "--bids", str(cohort), "--levels", str(cohort / "derivatives" / "synth_truth" / "truth.tsv"),
+        run_step([km, "prepare", "--bids", str(cohort), "--levels", str(cohort / "derivatives" / "synth_truth" / "truth.tsv"),
               "--out", str(cache), "--intensity-reference", "brain_core", "--jobs", "2", "--quiet", "--overwrite"], log)
     if not (run / "full").exists():
-        _run([km, "train", "--config", str(ROOT / "experiments" / "paper_simple.yaml"), "--data", str(cache),
+        run_step([km, "train", "--config", str(ROOT / "experiments" / "paper_simple.yaml"), "--data", str(cache),
               "--out", str(run), "--fold", "full", "--set", f"train.epochs={epochs}", "--quiet"]
              + (["--set", "train.augment=true", "--set", "train.intensity_curves=true"] if augment else []), log)
     return run
@@ -96,18 +85,6 @@ def _estimate(run: Path, templates: Path, months: int, head_files=None) -> float
         scan = prepare_scan(*files, prep=estimator.prep_config)  # skull-stripping detected, as predict does
     result, _ = estimate_subject(estimator, scan, subject=f"template-{months}mo", age_months=float(months))
     return float(result["estimate_months"])
-
-
-def _summary(estimates: dict[int, float]) -> dict:
-    import numpy as np
-    from scipy import stats
-
-    ages = np.array(sorted(estimates), dtype=float)
-    est = np.array([estimates[m] for m in sorted(estimates)])
-    return {"estimates": {str(int(m)): round(float(e), 2) for m, e in zip(ages, est)},
-            "mae_months": round(float(np.abs(est - ages).mean()), 2),
-            "spearman_r": round(float(stats.spearmanr(ages, est).statistic), 2),
-            "slope": round(float(np.polyfit(ages, est, 1)[0]), 2)}
 
 
 def main() -> None:
@@ -145,7 +122,7 @@ def main() -> None:
                 on_scaffolds = "scaffold-calibration" in mods
                 curves = work / f"curves_without_{m}{'_on_scaffolds' if on_scaffolds else ''}.json"
                 if not curves.exists():
-                    _run(["kerasmyelin", "calibrate-synth", "--templates", str(templates), "--out", str(curves),
+                    run_step(["kerasmyelin", "calibrate-synth", "--templates", str(templates), "--out", str(curves),
                           "--months", others, *(["--anatomy", "templates"] if on_scaffolds else [])], log)
                 extra, tag = [], f"without_{m}"
                 if on_scaffolds:
@@ -160,7 +137,7 @@ def main() -> None:
             estimates[m] = _estimate(run, templates, m)
             done.write_text(json.dumps({"estimate_months": estimates[m], "run": str(run)}) + "\n")
             print(f"  template {m} months estimated {estimates[m]:.2f}", flush=True)
-        results[arm] = _summary(estimates)
+        results[arm] = template_summary(estimates)
         if args.with_head:
             headed = {}
             for m in MONTHS:
@@ -171,7 +148,7 @@ def main() -> None:
                     done.write_text(json.dumps({"estimate_months": value, "run": str(run)}) + "\n")
                     print(f"  template {m} months in a simulated head estimated {value:.2f}", flush=True)
                 headed[m] = json.loads(done.read_text())["estimate_months"]
-            results[arm + " (simulated head)"] = _summary(headed)
+            results[arm + " (simulated head)"] = template_summary(headed)
     saved.write_text(json.dumps(results, indent=1) + "\n")
     print("| tissue curves | " + " | ".join(f"{m} mo" for m in MONTHS) + " | Spearman r | MAE | slope |")
     print("|---|" + "---|" * (len(MONTHS) + 3))

@@ -20,29 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from steps import km, run_step, template_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORKS = {"T1w+T2w": "paper_simple.yaml", "T1w only": "paper_t1w_only.yaml", "T2w only": "paper_t2w_only.yaml"}
 MONTHS = (0, 6, 9, 12, 24)
-
-
-def _run(argv: list[str], log: Path) -> None:
-    started = time.monotonic()
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(argv) + "\n")
-        fh.flush()
-        code = subprocess.call(argv, stdout=fh, stderr=subprocess.STDOUT)
-    if code != 0:
-        sys.exit(f"failed ({code}): {' '.join(argv)}; see {log}")
-    print(f"  {' '.join(argv[3:5])} ... {time.monotonic() - started:.0f} s", flush=True)
-
-
-def _km(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kerasmyelin.cli.main", *args]
 
 
 def _cache(work: Path, tag: str, synth: list[str], reference: str, log: Path) -> Path:
@@ -51,9 +35,9 @@ def _cache(work: Path, tag: str, synth: list[str], reference: str, log: Path) ->
     # oracle's truth; any other preparation goes to a cache of its own.
     cache = cohort / "derivatives" / "tenslice" if reference == "head" else work / f"cache_{tag}"
     if not (cohort / "participants.tsv").exists():
-        _run(_km("synth", "--out", str(cohort), "--jobs", "2", "--quiet", "--overwrite", *synth), log)
+        run_step(km("synth", "--out", str(cohort), "--jobs", "2", "--quiet", "--overwrite", *synth), log)
     if not (cache / "manifest.json").exists():
-        _run(_km("prepare", "--bids", str(cohort), "--levels", str(cohort / "derivatives" / "synth_truth" / "truth.tsv"),
+        run_step(km("prepare", "--bids", str(cohort), "--levels", str(cohort / "derivatives" / "synth_truth" / "truth.tsv"),
                  "--out", str(cache), "--intensity-reference", reference, "--jobs", "2", "--quiet", "--overwrite"), log)
     return cache
 
@@ -61,8 +45,6 @@ def _cache(work: Path, tag: str, synth: list[str], reference: str, log: Path) ->
 def _template_estimates(run: Path, templates: Path) -> dict:
     import tempfile
 
-    import numpy as np
-    from scipy import stats
 
     from kerasmyelin.validation.template_levels import corrected_template_files
     from kerasmyelin.wholebrain.pipeline import TrainedEstimator, estimate_subject, prepare_scan
@@ -76,12 +58,7 @@ def _template_estimates(run: Path, templates: Path) -> dict:
         result, _ = estimate_subject(estimator, scan, subject=f"template-{months}mo", age_months=float(months),
                                      saliency=None)
         out[months] = float(result["estimate_months"])
-    ages = np.array(MONTHS, dtype=float)
-    est = np.array([out[m] for m in MONTHS])
-    return {"estimates": {str(m): round(out[m], 2) for m in MONTHS},
-            "mae_months": round(float(np.abs(est - ages).mean()), 2),
-            "spearman_r": round(float(stats.spearmanr(ages, est).statistic), 2),
-            "slope": round(float(np.polyfit(ages, est, 1)[0]), 2)}
+    return template_summary(out)
 
 
 def main() -> None:
@@ -101,7 +78,7 @@ def main() -> None:
     for label, yaml in NETWORKS.items():
         run = work / f"cv_{yaml.removesuffix('.yaml')}"
         if not (run / "metrics.json").exists():
-            _run(_km("evaluate", "--config", str(ROOT / "experiments" / yaml), "--data", str(paper), "--out", str(run),
+            run_step(km("evaluate", "--config", str(ROOT / "experiments" / yaml), "--data", str(paper), "--out", str(run),
                      "--set", f"train.epochs={args.epochs}", "--quiet"), log)
         metrics = json.loads((run / "metrics.json").read_text())
         results["cross_validated"][label] = metrics
@@ -109,7 +86,7 @@ def main() -> None:
     for label, yaml in NETWORKS.items():
         run = work / f"full_{yaml.removesuffix('.yaml')}"
         if not (run / "full" / "model.keras").exists():
-            _run(_km("train", "--config", str(ROOT / "experiments" / yaml), "--data", str(varied), "--out", str(run),
+            run_step(km("train", "--config", str(ROOT / "experiments" / yaml), "--data", str(varied), "--out", str(run),
                      "--fold", "full", "--set", f"train.epochs={args.epochs}", "--quiet"), log)
         results["templates"][label] = _template_estimates(run, Path(args.templates))
     (work / "single_contrast.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -27,10 +27,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from steps import km, run_step
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (5, 10, 20, 40)
@@ -38,27 +37,12 @@ EVAL = 40
 SITE_SEED = 4242  # no model of the project is trained on this cohort's seed
 
 
-def _run(argv: list[str], log: Path, ok=(0,)) -> None:
-    started = time.monotonic()
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(argv) + "\n")
-        fh.flush()
-        code = subprocess.call(argv, stdout=fh, stderr=subprocess.STDOUT)
-    if code not in ok:
-        sys.exit(f"failed ({code}): {' '.join(argv)}; see {log}")
-    print(f"  {' '.join(argv[1:3])} ... {time.monotonic() - started:.0f} s", flush=True)
-
-
-def _km(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kerasmyelin.cli.main", *args]
-
-
 def _cohort_and_cache(work: Path, tag: str, synth: list[str], log: Path) -> tuple[Path, Path]:
     cohort, cache = work / f"cohort_{tag}", work / f"cache_{tag}"
     if not (cohort / "participants.tsv").exists():
-        _run(_km("synth", "--out", str(cohort), "--jobs", "2", "--quiet", "--overwrite", *synth), log)
+        run_step(km("synth", "--out", str(cohort), "--jobs", "2", "--quiet", "--overwrite", *synth), log)
     if not (cache / "manifest.json").exists():
-        _run(_km("prepare", "--bids", str(cohort), "--levels", str(cohort / "derivatives" / "synth_truth" / "truth.tsv"),
+        run_step(km("prepare", "--bids", str(cohort), "--levels", str(cohort / "derivatives" / "synth_truth" / "truth.tsv"),
                  "--out", str(cache), "--intensity-reference", "brain_core", "--jobs", "2", "--quiet", "--overwrite"),
              log)
     return cohort, cache
@@ -94,7 +78,7 @@ def _evaluate(model: Path, listing: Path, out: Path, log: Path) -> dict:
 
     if not (out / "predictions.csv").exists():
         # Exit code 1: some infants failed predict's input checks; they are counted, not scored.
-        _run(_km("predict", "--model", str(model), "--csv", str(listing), "--out", str(out), "--overwrite"), log,
+        run_step(km("predict", "--model", str(model), "--csv", str(listing), "--out", str(out), "--overwrite"), log,
              ok=(0, 1))
     with open(out / "predictions.csv") as fh:
         every = list(csv.DictReader(fh))
@@ -122,7 +106,7 @@ def main() -> None:
     _, paper_cache = _cohort_and_cache(work, "paper", [], log)
     pretrained = work / "run_pretrained"
     if not (pretrained / "full" / "model.keras").exists():
-        _run(_km("train", "--config", config, "--data", str(paper_cache), "--out", str(pretrained), "--fold", "full",
+        run_step(km("train", "--config", config, "--data", str(paper_cache), "--out", str(pretrained), "--fold", "full",
                  "--set", f"train.epochs={args.epochs}", "--quiet"), log)
     site, site_cache = _cohort_and_cache(work, "site", ["--varied", "--seed", str(SITE_SEED), "--subjects",
                                                         str(max(SIZES) + EVAL)], log)
@@ -139,12 +123,12 @@ def main() -> None:
         subset = _subset_cache(site_cache, chosen, work / f"cache_site_{n}")
         scratch = work / f"run_scratch_{n}"
         if not (scratch / "full" / "model.keras").exists():
-            _run(_km("train", "--config", config, "--data", str(subset), "--out", str(scratch), "--fold", "full",
+            run_step(km("train", "--config", config, "--data", str(subset), "--out", str(scratch), "--fold", "full",
                      "--set", f"train.epochs={args.epochs}", "--quiet"), log)
         tuned = work / (f"run_finetuned_{n}" + ("_frozen" if args.freeze_branches else ""))
         if not (tuned / "full" / "model.keras").exists():
             extra = ["--set", "train.freeze_branches=true"] if args.freeze_branches else []
-            _run(_km("train", "--config", config, "--data", str(subset), "--out", str(tuned), "--fold", "full",
+            run_step(km("train", "--config", config, "--data", str(subset), "--out", str(tuned), "--fold", "full",
                      "--init-from", str(pretrained), "--set", f"train.epochs={args.finetune_epochs}",
                      "--set", f"train.learning_rate={args.finetune_lr}", "--quiet", *extra), log)
         calibrated = work / f"calibrated_{n}"
@@ -154,7 +138,7 @@ def main() -> None:
         with open(work / f"checked_{n}" / "predictions.csv") as fh:
             accepted = [r["subject"] for r in csv.DictReader(fh) if r["status"] == "ok"]
         if not (calibrated / "model.keras").exists():
-            _run(_km("calibrate", "--model", str(pretrained), "--csv",
+            run_step(km("calibrate", "--model", str(pretrained), "--csv",
                      str(_listing(site, accepted, ages, work / f"site_{n}_accepted.csv")), "--out", str(calibrated),
                      "--overwrite", "--quiet"), log)
         results[f"N={n}"] = {"from scratch": _evaluate(scratch, eval_list, work / f"eval_scratch_{n}", log),
