@@ -193,6 +193,7 @@ def test_full_model_keeps_every_infant_when_final_weights_are_used(tiny_tenslice
     assert main(["train", "--out", str(out), "--fold", "0", "--quiet"]) == 0
 
 
+@pytest.mark.slow
 def test_ensemble_members_as_separate_jobs_equal_one_job(ensemble_run, tiny_tenslice, tmp_path, capsys):
     out = tmp_path / "ens"
     sets = [a for o in ENSEMBLE_SMOKE for a in ("--set", o)]

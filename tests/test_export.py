@@ -137,6 +137,7 @@ def _fake_run(folder, fold_models: dict) -> None:
         save_keras_atomic(model, folder / sub / "model.keras", record=record.dumps())
 
 
+@pytest.mark.slow
 def test_keras_files_load_with_safe_mode_without_kerasmyelin(models, tmp_path, capsys):
     # a run trained on all infants (the ensemble), and a run with only fold models (exported as
     # their mean: the ensemble's combiner then sits two graphs deep)
