@@ -24,9 +24,9 @@ EXAMPLES = """examples:
   # one ensemble member of one fold as its own job (the last member to finish assembles the fold)
   kerasmyelin train --out runs/ens --fold 2 --member old
   # fine-tune a trained model on a small local cohort: start from its weights, train the layers that
-  # combine the slices, at a tenth of the learning rate, for 50 epochs (docs/own_scans.md)
+  # combine the slices, at a tenth of the learning rate, for 100 epochs (measured: docs/own_scans.md)
   kerasmyelin train --data local/tenslice --out runs/local --init-from runs/synthetic --freeze-branches \
-    --set train.learning_rate=1e-4 --set train.epochs=50
+    --set train.learning_rate=1e-4 --set train.epochs=100
   # every local device (tf.distribute.MirroredStrategy)
   kerasmyelin train --out runs/ens --strategy mirrored
   # one of several worker processes or machines, the cluster in TF_CONFIG (docs/cluster.md); run it on each

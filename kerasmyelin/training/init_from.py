@@ -50,11 +50,11 @@ def load_init_source(source: str | Path, prep_config: dict | None = None):
             model to start from (only fold models), or a model without a paper network.
     """
     from kerasmyelin.io.model_files import load_keras_model
-    from kerasmyelin.runs import FULL, MODEL_FILE, resolve_model
+    from kerasmyelin.runs import CONFIG_FILE, FULL, MODEL_FILE, RunFolder, resolve_model
 
     path = Path(source).expanduser()
-    if path.is_dir() and not (path / "config.yaml").is_file() and not (path / MODEL_FILE).is_file():
-        raise InputError("not a kerasmyelin run (no config.yaml), fold folder or .keras file to start "
+    if path.is_dir() and not RunFolder(path).is_run() and not (path / MODEL_FILE).is_file():
+        raise InputError(f"not a kerasmyelin run (no {CONFIG_FILE}), fold folder or .keras file to start "
                          "training from (--init-from / train.init_from)", path)
     try:
         resolved = resolve_model(path, require_record=False)
@@ -75,7 +75,7 @@ def load_init_source(source: str | Path, prep_config: dict | None = None):
     try:
         model = load_keras_model(resolved.files[0])
     except InputError:
-        raise
+        raise  # already names the file and the problem
     except Exception as exc:  # Keras raises many types for a damaged or foreign file
         raise InputError(f"cannot be loaded to start training from ({type(exc).__name__}: {exc})",
                          resolved.files[0]) from None
